@@ -1,0 +1,370 @@
+"""The AWS ip-ranges.json model: parse, validate strictly, select by service/region/border group.
+
+Format reference: AWS General Reference, "AWS IP address ranges" (syntax of ip-ranges.json). Every
+prefix may be listed several times, once per (region, service, network_border_group): e.g. a range is
+listed as ``AMAZON`` and again as ``EC2``. Each listing is kept as its own :class:`Record`, so a lookup
+can say which service and region an address belongs to; none overwrites another.
+
+Validation is strict because this document decides who may reach an origin: a malformed entry is an
+error naming its list, index and value, never skipped, so a corrupted or hostile download is refused
+as a whole and the data already in service stays (see ``refresher``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any, Final
+
+from .errors import RangesError
+
+__all__ = [
+    "DEFAULT_URL",
+    "MAX_DOCUMENT_BYTES",
+    "PRESETS",
+    "AwsIpRanges",
+    "Network",
+    "Record",
+    "Selection",
+    "Selector",
+    "load",
+]
+
+#: Where AWS publishes the document (AWS General Reference, "AWS IP address ranges").
+DEFAULT_URL: Final = "https://ip-ranges.amazonaws.com/ip-ranges.json"
+
+#: Upper bound on a decoded document. The real file is about 2.6 MB; the bound stops a gzip bomb
+#: or a runaway download from exhausting memory before validation even starts.
+MAX_DOCUMENT_BYTES: Final = 64 * 1024 * 1024
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_EMBEDDED = "ip-ranges.json.gz"
+_CREATE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}")
+# Canonical "address/length" only: no bare address, no netmask form, no leading zeros in the length.
+_CIDR = re.compile(r"[0-9A-Fa-f:.]+/(?:0|[1-9][0-9]{0,2})")
+_SYNC_TOKEN = re.compile(r"[0-9]{1,20}")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One listing of a prefix: the prefix plus the region, service and border group it serves.
+
+    ``network_border_group`` is ``None`` for documents published before 2020-04, which lack it.
+    """
+
+    prefix: Network
+    region: str
+    service: str
+    network_border_group: str | None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "prefix": str(self.prefix),
+            "region": self.region,
+            "service": self.service,
+            "network_border_group": self.network_border_group,
+        }
+
+
+#: Named selections (preset name -> services, None for every service), for configuration and the
+#: CLI. ``region:<name>`` and ``service:<NAME>`` are parametric and handled by :meth:`Selector.preset`.
+PRESETS: Final[Mapping[str, frozenset[str] | None]] = {
+    # Origin-facing CloudFront servers: what an origin behind CloudFront actually sees. Every region,
+    # not only GLOBAL: two of its IPv4 prefixes are listed under ap-northeast-2 and me-central-1.
+    "cloudfront-origin-facing": frozenset({"CLOUDFRONT_ORIGIN_FACING"}),
+    "cloudfront": frozenset({"CLOUDFRONT"}),
+    "route53-healthchecks": frozenset({"ROUTE53_HEALTHCHECKS"}),
+    "amazon": frozenset({"AMAZON"}),
+    "ec2": frozenset({"EC2"}),
+    "all": None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The records of one document that match a filter; what :class:`RadixTree` is built from."""
+
+    records: tuple[Record, ...]
+    sync_token: int
+    description: str
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records)
+
+    def __bool__(self) -> bool:
+        return bool(self.records)
+
+    def prefixes(self) -> frozenset[Network]:
+        """The distinct prefixes (a prefix listed under several services counts once)."""
+        return frozenset(r.prefix for r in self.records)
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """A filter independent of any one document: policies hold it, and every new publication is
+    selected with it again (the refresher checks that the result is not empty and did not shrink).
+
+    ``None`` means "any". Build one with :meth:`of` (validating) or :meth:`preset`.
+    """
+
+    services: frozenset[str] | None = None
+    regions: frozenset[str] | None = None
+    network_border_groups: frozenset[str] | None = None
+    ip_versions: frozenset[int] | None = None
+    name: str = ""
+
+    @classmethod
+    def of(
+        cls,
+        services: Iterable[str] | None = None,
+        regions: Iterable[str] | None = None,
+        network_border_groups: Iterable[str] | None = None,
+        ip_versions: Iterable[int] | None = None,
+        name: str = "",
+    ) -> Selector:
+        ver: frozenset[int] | None = None
+        if ip_versions is not None:
+            ver = frozenset(ip_versions)
+            if not ver or not ver <= {4, 6}:
+                raise ValueError(f"ip_versions must be a non-empty subset of {{4, 6}}, got {sorted(ver)}")
+        svc = _name_set("services", services)
+        reg = _name_set("regions", regions)
+        nbg = _name_set("network_border_groups", network_border_groups)
+        if not name:
+            parts = [
+                f"{label}={','.join(sorted(map(str, values)))}"
+                for label, values in (
+                    ("services", svc),
+                    ("regions", reg),
+                    ("network_border_groups", nbg),
+                    ("ip_versions", ver),
+                )
+                if values is not None
+            ]
+            name = " ".join(parts) or "all"
+        return cls(svc, reg, nbg, ver, name)
+
+    @classmethod
+    def preset(cls, name: str) -> Selector:
+        """A named selection: a key of :data:`PRESETS`, ``region:<name>`` or ``service:<NAME>``."""
+        kind, sep, arg = name.partition(":")
+        if sep:
+            if kind not in ("region", "service") or not arg:
+                raise ValueError(f"unknown preset {name!r}: expected region:<name> or service:<NAME>")
+            return cls.of(regions=[arg], name=name) if kind == "region" else cls.of(services=[arg], name=name)
+        try:
+            return cls.of(services=PRESETS[name], name=name)
+        except KeyError:
+            known = ", ".join([*PRESETS, "region:<name>", "service:<NAME>"])
+            raise ValueError(f"unknown preset {name!r}; known: {known}") from None
+
+    def apply(self, ranges: AwsIpRanges) -> Selection:
+        svc, reg, nbg, ver = self.services, self.regions, self.network_border_groups, self.ip_versions
+        chosen = tuple(
+            r
+            for r in ranges.records
+            if (svc is None or r.service in svc)
+            and (reg is None or r.region in reg)
+            and (nbg is None or r.network_border_group in nbg)
+            and (ver is None or r.prefix.version in ver)
+        )
+        return Selection(chosen, ranges.sync_token, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class AwsIpRanges:
+    """A validated ip-ranges.json document. Immutable; build one with :meth:`from_bytes` or :func:`load`."""
+
+    sync_token: int
+    create_date: datetime
+    records: tuple[Record, ...]
+    source: str = "bytes"
+    _index: dict[str, frozenset[str]] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, source: str = "bytes") -> AwsIpRanges:
+        """Parse and validate a document (plain JSON or gzip). Raises :class:`RangesError`."""
+        return _parse(_decompress(data), source)
+
+    # -- metadata -----------------------------------------------------------------------------
+
+    def age(self, now: datetime | None = None) -> timedelta:
+        """Time since AWS published this document (its ``createDate``)."""
+        return (now or datetime.now(UTC)) - self.create_date
+
+    def values(self, attribute: str) -> frozenset[str]:
+        """Distinct values of ``region``, ``service`` or ``network_border_group`` in this document."""
+        if attribute not in ("region", "service", "network_border_group"):
+            raise ValueError(f"unknown record attribute {attribute!r}")
+        found = self._index.get(attribute)
+        if found is None:
+            found = frozenset(v for r in self.records if (v := getattr(r, attribute)) is not None)
+            self._index[attribute] = found
+        return found
+
+    # -- selection ----------------------------------------------------------------------------
+
+    def select(
+        self,
+        services: Iterable[str] | None = None,
+        regions: Iterable[str] | None = None,
+        network_border_groups: Iterable[str] | None = None,
+        ip_versions: Iterable[int] | None = None,
+    ) -> Selection:
+        """Records matching every given filter; ``None`` means "any". Names match exactly."""
+        return Selector.of(services, regions, network_border_groups, ip_versions).apply(self)
+
+    def preset(self, name: str) -> Selection:
+        """A named selection: a key of :data:`PRESETS`, ``region:<name>`` or ``service:<NAME>``."""
+        return Selector.preset(name).apply(self)
+
+
+def load(path: str | os.PathLike[str] | None = None) -> AwsIpRanges:
+    """Load a document from a file (JSON or gzip), or the embedded snapshot when ``path`` is None."""
+    if path is None:
+        data = resources.files(__package__).joinpath("data", _EMBEDDED).read_bytes()
+        return _parse(_decompress(data), "embedded")
+    with open(path, "rb") as f:
+        # Read one byte past the bound so an oversized file is detected without reading all of it.
+        data = f.read(MAX_DOCUMENT_BYTES + 1)
+    return _parse(_decompress(data), os.fspath(path))
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def _decompress(data: bytes) -> bytes:
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise RangesError(f"document larger than {MAX_DOCUMENT_BYTES} bytes")
+    if data[:2] != b"\x1f\x8b":
+        return data
+    # Decompress incrementally with an output bound: a small gzip can expand to gigabytes.
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(data, MAX_DOCUMENT_BYTES + 1)
+    except zlib.error as exc:
+        raise RangesError(f"corrupt gzip data: {exc}") from None
+    if len(out) > MAX_DOCUMENT_BYTES:
+        raise RangesError(f"decompressed document larger than {MAX_DOCUMENT_BYTES} bytes")
+    if not d.eof:
+        raise RangesError("truncated gzip data")
+    return out
+
+
+def _parse(data: bytes, source: str) -> AwsIpRanges:
+    if not data.strip():
+        raise RangesError("empty document")
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RangesError(f"not a JSON document: {exc}") from None
+    if not isinstance(doc, dict):
+        raise RangesError(f"top level must be a JSON object, got {type(doc).__name__}")
+    sync_token = _sync_token(doc.get("syncToken"))
+    create_date = _create_date(doc.get("createDate"))
+    if "prefixes" not in doc:
+        raise RangesError("missing field 'prefixes'")
+    networks: dict[str, Network] = {}  # the same CIDR is listed several times: parse it once
+    seen: set[Record] = set()
+    records: list[Record] = []
+    # 'ipv6_prefixes' was added to the format in 2016; older documents have only 'prefixes'.
+    for list_key, prefix_key, version in (("prefixes", "ip_prefix", 4), ("ipv6_prefixes", "ipv6_prefix", 6)):
+        entries = doc.get(list_key, [])
+        if not isinstance(entries, list):
+            raise RangesError(f"{list_key!r} must be a list, got {type(entries).__name__}")
+        for i, entry in enumerate(entries):
+            rec = _record(entry, f"{list_key}[{i}]", prefix_key, version, networks)
+            if rec not in seen:  # an exact repeat adds no information; never double-attribute
+                seen.add(rec)
+                records.append(rec)
+    if not records:
+        raise RangesError("empty document: no prefixes")
+    return AwsIpRanges(sync_token, create_date, tuple(records), source)
+
+
+def _sync_token(value: Any) -> int:
+    # AWS publishes syncToken as a string of decimal digits (Unix seconds of publication).
+    if isinstance(value, str) and _SYNC_TOKEN.fullmatch(value):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if value is None:
+        raise RangesError("missing field 'syncToken'")
+    raise RangesError(f"'syncToken' must be a string of digits, got {value!r}")
+
+
+def _create_date(value: Any) -> datetime:
+    if value is None:
+        raise RangesError("missing field 'createDate'")
+    if not isinstance(value, str) or not _CREATE_DATE.fullmatch(value):
+        raise RangesError(f"'createDate' must look like YYYY-MM-DD-hh-mm-ss, got {value!r}")
+    try:
+        return datetime.strptime(value, "%Y-%m-%d-%H-%M-%S").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise RangesError(f"'createDate' {value!r} is not a valid date: {exc}") from None
+
+
+def _record(entry: Any, where: str, prefix_key: str, version: int, networks: dict[str, Network]) -> Record:
+    if not isinstance(entry, dict):
+        raise RangesError(f"{where}: entry must be an object, got {entry!r}")
+    text = entry.get(prefix_key)
+    if text is None:
+        raise RangesError(f"{where}: missing field {prefix_key!r} in {entry!r}")
+    if not isinstance(text, str):
+        raise RangesError(f"{where}: {prefix_key!r} must be a string, got {text!r}")
+    net = networks.get(text)
+    if net is None:
+        net = _network(text, where, version)
+        networks[text] = net
+    region = _text_field(entry, "region", where, text)
+    service = _text_field(entry, "service", where, text)
+    # network_border_group first appeared in the publication of 2020-04-01: absent is fine, wrong is not.
+    nbg = _text_field(entry, "network_border_group", where, text) if "network_border_group" in entry else None
+    return Record(net, region, service, nbg)
+
+
+def _text_field(entry: dict[str, Any], key: str, where: str, text: str) -> str:
+    if key not in entry:
+        raise RangesError(f"{where} ({text}): missing field {key!r}")
+    value = entry[key]
+    if not isinstance(value, str) or not value:
+        raise RangesError(f"{where} ({text}): {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _network(text: str, where: str, version: int) -> Network:
+    if not _CIDR.fullmatch(text):
+        raise RangesError(f"{where}: bad CIDR {text!r} (expected address/length)")
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        # ipaddress says "has host bits set" for e.g. 10.0.0.1/24: keep its precise reason.
+        raise RangesError(f"{where}: bad CIDR {text!r}: {exc}") from None
+    if net.version != version:
+        raise RangesError(f"{where}: {text!r} is IPv{net.version}, expected IPv{version} in this list")
+    return net
+
+
+def _name_set(label: str, values: Iterable[str] | None) -> frozenset[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):  # a bare string would be iterated letter by letter
+        values = [values]
+    result = frozenset(values)
+    bad = [v for v in result if not isinstance(v, str) or not v]
+    if not result or bad:
+        raise ValueError(
+            f"{label} must be a non-empty collection of non-empty strings, got {sorted(map(repr, result))}"
+        )
+    return result

@@ -1,0 +1,86 @@
+"""The immutable bundle of ranges data in service, and the holder that swaps it atomically.
+
+A request reads ``holder.current`` once into a local and uses that object to the end: a swap is a
+single reference assignment (atomic under the GIL), so no request ever sees a half-built table and
+in-flight requests finish on the snapshot they started with. Everything expensive (parsing,
+validating, building trees) happens before ``publish`` and off the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from .aws import AwsIpRanges, Record
+
+__all__ = ["Snapshot", "SnapshotHolder", "Source"]
+
+logger = logging.getLogger("originshield.snapshot")
+
+#: Where the data in service came from: a download, the last-known-good cache file, the snapshot
+#: embedded in the package (offline start), or a file named by the operator.
+Source = Literal["network", "cache", "embedded", "file"]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    ranges: AwsIpRanges
+    source: Source
+    generation: int
+    #: Unix time at which this snapshot was published in this process.
+    published_at: float = field(default_factory=time.time)
+    #: Records the newest document dropped but the shrink guard keeps serving until confirmed
+    #: (they are already part of ``ranges.records``); empty in the normal case.
+    held_back: tuple[Record, ...] = ()
+
+    @property
+    def sync_token(self) -> int:
+        return self.ranges.sync_token
+
+    @property
+    def create_date(self) -> datetime:
+        return self.ranges.create_date
+
+
+Listener = Callable[[Snapshot], None]
+
+
+class SnapshotHolder:
+    """Holds the snapshot in service; ``publish`` swaps it and notifies listeners.
+
+    Listeners (e.g. the middleware, which compiles its per-policy trees from the new data) run in
+    the publishing thread, before ``current`` changes, so that the data they derive is ready when
+    requests start seeing the new generation. A listener that raises vetoes the swap: the old
+    snapshot stays in service and the error propagates to the publisher, which logs and counts it.
+    """
+
+    def __init__(self, ranges: AwsIpRanges, source: Source = "file") -> None:
+        self._lock = threading.Lock()  # serialises publishers; readers never take it
+        self._listeners: list[Listener] = []
+        self.current: Snapshot = Snapshot(ranges, source, generation=1)
+
+    def subscribe(self, listener: Listener) -> None:
+        """Register ``listener`` for future swaps (it is not called for the current snapshot)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def publish(self, ranges: AwsIpRanges, source: Source, held_back: tuple[Record, ...] = ()) -> Snapshot:
+        with self._lock:
+            snap = Snapshot(ranges, source, self.current.generation + 1, held_back=held_back)
+            for listener in list(self._listeners):
+                listener(snap)
+            self.current = snap
+        logger.info(
+            "ranges snapshot swapped: generation=%d syncToken=%d createDate=%s source=%s records=%d",
+            snap.generation,
+            snap.sync_token,
+            snap.create_date.isoformat(),
+            source,
+            len(ranges.records),
+        )
+        return snap
