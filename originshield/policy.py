@@ -1,0 +1,365 @@
+"""Policies, routes and decisions: who may reach which part of the origin, and why a request was refused.
+
+A :class:`Policy` says which sources are allowed (selections of AWS ranges by service, region and
+border group, plus explicit CIDRs), which address is checked against them (the ``source`` mode, one
+per deployment topology of ``design.md``), whether the CloudFront secret header is required, and
+the country rules. A :class:`Route` maps a path prefix (and optionally methods) to a policy; the
+longest matching prefix wins and a default policy covers the rest. Everything here is a frozen value
+checked in its constructor (:class:`~originshield.errors.ConfigError` names the key and the
+reason); :mod:`originshield.middleware` compiles it into radix trees once per ranges snapshot.
+
+Every decision carries one reason code from :data:`REASONS`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final, Literal, Protocol, runtime_checkable
+
+from .aws import Network, Record, Selector
+from .errors import ConfigError
+
+__all__ = [
+    "ALLOWED",
+    "BAD_CLIENT_ADDRESS",
+    "BAD_FORWARDED_CHAIN",
+    "BAD_PATH",
+    "BAD_VIEWER_ADDRESS",
+    "COUNTRY_NOT_ALLOWED",
+    "COUNTRY_UNKNOWN",
+    "EDGE_NOT_ALLOWED",
+    "NO_CLIENT_ADDRESS",
+    "PEER_NOT_ALLOWED",
+    "REASONS",
+    "SECRET_DUPLICATE",
+    "SECRET_INVALID",
+    "SECRET_MISSING",
+    "Cidr",
+    "CountryResolver",
+    "Policy",
+    "Route",
+    "SourceMode",
+]
+
+logger = logging.getLogger("originshield.policy")
+
+# -- reason codes ------------------------------------------------------------------------------------
+
+ALLOWED: Final = "allowed"
+#: No socket peer in the scope (unix socket, some test servers): nothing to check, fail closed.
+NO_CLIENT_ADDRESS: Final = "no_client_address"
+#: The socket peer is not a plain IP address.
+BAD_CLIENT_ADDRESS: Final = "bad_client_address"
+#: The path contains dot segments (``/health/../admin``): a weak route must not cover a path the
+#: application may normalise into a strong one (RFC 3986 section 5.2.4; clients remove them).
+BAD_PATH: Final = "bad_path"
+#: The secret header appeared more than once: ambiguous, and a classic smuggling probe.
+SECRET_DUPLICATE: Final = "secret_duplicate"  # noqa: S105 (a reason code, not a secret)
+SECRET_MISSING: Final = "secret_missing"  # noqa: S105
+SECRET_INVALID: Final = "secret_invalid"  # noqa: S105
+#: The peer is a trusted proxy but X-Forwarded-For is missing, shorter than the topology needs, or
+#: holds an unparsable entry among those walked.
+BAD_FORWARDED_CHAIN: Final = "bad_forwarded_chain"
+#: ``CloudFront-Viewer-Address`` is used (secret verified) but is not ``ip:port``.
+BAD_VIEWER_ADDRESS: Final = "bad_viewer_address"
+#: The socket peer itself is not in the policy's sources.
+PEER_NOT_ALLOWED: Final = "peer_not_allowed"
+#: The address taken from the trusted forwarding chain (e.g. the CloudFront edge behind an ALB) is
+#: not in the policy's sources.
+EDGE_NOT_ALLOWED: Final = "edge_not_allowed"
+COUNTRY_NOT_ALLOWED: Final = "country_not_allowed"
+COUNTRY_UNKNOWN: Final = "country_unknown"
+
+#: Every reason code, in the order the checks run (see :class:`Policy`).
+REASONS: Final = (
+    ALLOWED,
+    NO_CLIENT_ADDRESS,
+    BAD_PATH,
+    SECRET_DUPLICATE,
+    SECRET_MISSING,
+    SECRET_INVALID,
+    BAD_CLIENT_ADDRESS,
+    BAD_FORWARDED_CHAIN,
+    PEER_NOT_ALLOWED,
+    EDGE_NOT_ALLOWED,
+    BAD_VIEWER_ADDRESS,
+    COUNTRY_NOT_ALLOWED,
+    COUNTRY_UNKNOWN,
+)
+
+# -- the GeoIP seam ----------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class CountryResolver(Protocol):
+    """Maps an address to an ISO 3166-1 alpha-2 country code (implemented by ``originshield.geoip``).
+
+    ``packed`` is the 4- or 16-byte form from :func:`originshield.radix.pack_address` (IPv4-mapped
+    IPv6 already normalised to 4 bytes). Returns the upper-case code, or ``None`` when the address
+    is not in the database or has no country; it raises nothing for an unknown address. It is called
+    off the cache only (results are cached per decision), from the event loop: it must not block on
+    I/O (a memory-mapped or in-memory reader is fine).
+    """
+
+    def country(self, packed: bytes) -> str | None: ...
+
+
+# -- configuration values ----------------------------------------------------------------------------
+
+#: Which address a policy checks, one mode per deployment topology (``design.md``):
+#:
+#: ``"cloudfront"`` (topologies 1 and 2): the checked address is the CloudFront edge, i.e. the
+#: first hop from the right that is not a trusted proxy: the socket peer itself when it is not a
+#: trusted proxy (topology 1), else the rightmost untrusted X-Forwarded-For entry (topology 2, the
+#: one the ALB appended). The viewer is the X-Forwarded-For entry just left of the edge (CloudFront
+#: appends the address it saw); it must be present and parse, or the request is refused with
+#: ``bad_forwarded_chain`` (CloudFront always sends it). Entries further left are written by the
+#: viewer and never read.
+#:
+#: ``"direct"`` (topology 3): the checked address is the client, i.e. the first hop from the right
+#: that is not a trusted proxy (normally the socket peer); it is also the located "viewer".
+#:
+#: ``"peer"``: the socket peer only, forwarding headers ignored even from trusted proxies. For
+#: health checks that come straight from the load balancer (VPC CIDR + health path, no secret).
+SourceMode = Literal["cloudfront", "direct", "peer"]
+_SOURCE_MODES: Final = ("cloudfront", "direct", "peer")
+
+UnknownCountry = Literal["reject", "allow"]
+
+_COUNTRY = re.compile(r"[A-Z]{2}")
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Z-]+")  # RFC 9110 token, upper case
+
+
+@dataclass(frozen=True, slots=True)
+class Cidr:
+    """An explicit network allowed by a policy; stored in the policy's radix tree next to the AWS
+    :class:`~originshield.aws.Record` objects, with the same attribution attributes."""
+
+    prefix: Network
+    region: str | None = None
+    service: str = "CIDR"
+    network_border_group: str | None = None
+
+
+def _network(value: object, where: str) -> Network:
+    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a CIDR string, got {type(value).__name__}")
+    try:
+        # strict=True: "10.0.0.1/8" has host bits set and is almost always a typo for a host.
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {value!r} is not a CIDR ({exc})") from None
+
+
+def _countries(values: Iterable[str] | None, where: str) -> frozenset[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        raise ConfigError(f"{where}: expected a list of country codes, got the string {values!r}")
+    out = set()
+    for value in values:
+        code = value.strip().upper() if isinstance(value, str) else value
+        if not isinstance(code, str) or not _COUNTRY.fullmatch(code):
+            raise ConfigError(f"{where}: {value!r} is not an ISO 3166-1 alpha-2 country code")
+        out.add(code)
+    return frozenset(out)
+
+
+def _selector(value: object, where: str) -> Selector:
+    if isinstance(value, Selector):
+        return value
+    if isinstance(value, str):
+        try:
+            return Selector.preset(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    raise ConfigError(f"{where}: expected a Selector or a preset name, got {type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Who may reach a route. Immutable; validated in the constructor.
+
+    The checks run in this order, and the first failing one gives the reason code:
+    client address present (``no_client_address``), path without dot segments (``bad_path``),
+    secret header not duplicated (``secret_duplicate``), secret present and valid when
+    ``require_secret`` (``secret_missing`` / ``secret_invalid``), peer parsable
+    (``bad_client_address``), forwarding chain as ``source`` expects (``bad_forwarded_chain``),
+    checked address in ``selectors`` or ``cidrs`` (``peer_not_allowed`` / ``edge_not_allowed``),
+    viewer resolved (``bad_forwarded_chain`` / ``bad_viewer_address``), country rules
+    (``country_not_allowed`` / ``country_unknown``).
+
+    Fields:
+
+    - ``name``: shown in logs, counters and ``explain``.
+    - ``selectors``: AWS selections (:class:`~originshield.aws.Selector` or a preset name such as
+      ``"cloudfront-origin-facing"`` or ``"region:eu-west-1"``); re-applied to every new snapshot.
+    - ``cidrs``: explicit networks (strings or ``ipaddress`` networks, strict: no host bits).
+    - ``require_secret``: the CloudFront secret header must be present once and valid.
+    - ``source``: which address is checked, see :data:`SourceMode`.
+    - ``allow_countries`` / ``deny_countries``: ISO 3166-1 alpha-2 codes applied to the located
+      viewer (``cloudfront``: the viewer from the trusted chain or ``CloudFront-Viewer-Address``;
+      ``direct``/``peer``: the checked address itself), never the CloudFront edge, never a raw
+      header. Deny wins. ``allow_countries=None`` means no allow list.
+    - ``unknown_country``: what to do when the country cannot be determined; default (``None``):
+      ``"reject"`` when an allow list is set, else ``"allow"``.
+    - ``viewer_country_header``: use CloudFront's ``CloudFront-Viewer-Country`` header, but only on
+      requests whose secret was verified (a header is only CloudFront's word when the request
+      provably went through your distribution); when absent, the GeoIP database is used if one is
+      configured, else the country is unknown.
+    - ``viewer_address_header``: take the viewer from ``CloudFront-Viewer-Address`` (``ip:port``,
+      split on the last colon) instead of X-Forwarded-For, again only with a verified secret.
+    """
+
+    name: str
+    selectors: tuple[Selector, ...] = ()
+    cidrs: tuple[Network, ...] = ()
+    require_secret: bool = False
+    source: SourceMode = "cloudfront"
+    allow_countries: frozenset[str] | None = None
+    deny_countries: frozenset[str] = field(default_factory=frozenset)
+    unknown_country: UnknownCountry | None = None
+    viewer_country_header: bool = False
+    viewer_address_header: bool = False
+
+    def __post_init__(self) -> None:
+        # Coerce friendly inputs (lists, preset names, CIDR strings) so that configuration code can
+        # pass what it parsed; the stored values always have the declared types.
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError("policy name: must be a non-empty string")
+        where = f"policy {self.name!r}"
+        if isinstance(self.selectors, (str, Selector)):
+            raise ConfigError(f"{where}: selectors must be a list")
+        sels = tuple(_selector(s, f"{where}: selectors[{i}]") for i, s in enumerate(self.selectors))
+        if isinstance(self.cidrs, str):
+            raise ConfigError(f"{where}: cidrs must be a list, got the string {self.cidrs!r}")
+        nets = tuple(_network(c, f"{where}: cidrs[{i}]") for i, c in enumerate(self.cidrs))
+        if not sels and not nets:
+            raise ConfigError(f"{where}: no allowed sources (give selectors and/or cidrs)")
+        if self.source not in _SOURCE_MODES:
+            raise ConfigError(f"{where}: source must be one of {', '.join(_SOURCE_MODES)}, got {self.source!r}")
+        for key in ("require_secret", "viewer_country_header", "viewer_address_header"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{where}: {key} must be true or false")
+        allow = _countries(self.allow_countries, f"{where}: allow_countries")
+        deny = _countries(self.deny_countries, f"{where}: deny_countries") or frozenset()
+        if allow is not None and not allow:
+            raise ConfigError(f"{where}: allow_countries is empty (it would refuse everyone); omit it instead")
+        if allow is not None and allow & deny:
+            raise ConfigError(f"{where}: {', '.join(sorted(allow & deny))} both allowed and denied")
+        if self.unknown_country not in (None, "reject", "allow"):
+            raise ConfigError(f"{where}: unknown_country must be 'reject' or 'allow', got {self.unknown_country!r}")
+        object.__setattr__(self, "selectors", sels)
+        object.__setattr__(self, "cidrs", nets)
+        object.__setattr__(self, "allow_countries", allow)
+        object.__setattr__(self, "deny_countries", deny)
+        if sels and not self.require_secret:
+            # design.md: an AWS selection means "any AWS tenant" (anyone can point a CloudFront
+            # distribution or an EC2 instance at you); only the secret ties a request to *your*
+            # distribution.
+            logger.warning(
+                "policy %r allows AWS selections (%s) without requiring the secret header: "
+                "any AWS customer can reach the routes it covers",
+                self.name,
+                ", ".join(s.name for s in sels),
+            )
+
+    # -- convenience constructors ------------------------------------------------------------------
+
+    @classmethod
+    def cloudfront(cls, name: str = "cloudfront", **options: object) -> Policy:
+        """Topologies 1 and 2: CloudFront origin-facing edges carrying the secret header."""
+        options.setdefault("require_secret", True)
+        return cls(name, selectors=(Selector.preset("cloudfront-origin-facing"),), **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def region_locked(cls, regions: Iterable[str], name: str = "", **options: object) -> Policy:
+        """Topology 3: any AWS address (every service) in the given regions, checked on the peer."""
+        regs = [regions] if isinstance(regions, str) else list(regions)
+        if not regs:
+            raise ConfigError("region_locked: regions is empty")
+        options.setdefault("source", "direct")
+        sel = Selector.of(regions=regs, name="regions=" + ",".join(sorted(regs)))
+        return cls(name or f"region:{','.join(sorted(regs))}", selectors=(sel,), **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def health_check(cls, cidrs: Iterable[str | Network], name: str = "health-check") -> Policy:
+        """The ALB health-check exemption: the socket peer in the VPC CIDRs, no secret, no headers.
+
+        Give it a :class:`Route` for the health path only: it is an exemption, never a bypass.
+        """
+        return cls(name, cidrs=tuple(_network(c, f"policy {name!r}: cidrs") for c in cidrs), source="peer")
+
+    # -- derived -------------------------------------------------------------------------------------
+
+    @property
+    def has_country_rules(self) -> bool:
+        return self.allow_countries is not None or bool(self.deny_countries)
+
+    @property
+    def reject_unknown_country(self) -> bool:
+        """The effective ``unknown_country`` setting."""
+        if self.unknown_country is None:
+            return self.allow_countries is not None
+        return self.unknown_country == "reject"
+
+    def country_verdict(self, country: str | None) -> str:
+        """The reason code for a located country under this policy's rules."""
+        if country is None:
+            return COUNTRY_UNKNOWN if self.reject_unknown_country else ALLOWED
+        if country in self.deny_countries:
+            return COUNTRY_NOT_ALLOWED
+        if self.allow_countries is not None and country not in self.allow_countries:
+            return COUNTRY_NOT_ALLOWED
+        return ALLOWED
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Maps requests to a policy: ``prefix`` matches whole path segments (``/api`` matches ``/api``
+    and ``/api/x``, not ``/apix``; a prefix ending in ``/`` matches anything below it), optionally
+    only for ``methods`` (upper case; a websocket handshake counts as ``GET``). The longest
+    matching prefix wins; at equal length a route with methods wins over one without."""
+
+    prefix: str
+    policy: Policy
+    methods: frozenset[str] | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prefix, str) or not self.prefix.startswith("/"):
+            raise ConfigError(f"route prefix: must start with '/', got {self.prefix!r}")
+        if any(seg in (".", "..") for seg in self.prefix.split("/")):
+            raise ConfigError(f"route {self.prefix!r}: prefix must not contain dot segments")
+        if not isinstance(self.policy, Policy):
+            raise ConfigError(f"route {self.prefix!r}: policy must be a Policy, got {type(self.policy).__name__}")
+        if self.methods is not None:
+            if isinstance(self.methods, str):
+                raise ConfigError(f"route {self.prefix!r}: methods must be a list, got the string {self.methods!r}")
+            methods = frozenset(m.upper() for m in self.methods)
+            bad = [m for m in methods if not _METHOD.fullmatch(m)]
+            if bad or not methods:
+                raise ConfigError(f"route {self.prefix!r}: invalid methods {sorted(bad) or '(empty)'}")
+            object.__setattr__(self, "methods", methods)
+        if not self.name:
+            label = self.prefix if self.methods is None else f"{' '.join(sorted(self.methods))} {self.prefix}"
+            object.__setattr__(self, "name", label)
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether this route covers the request (prefix on segment boundaries, methods if set)."""
+        if self.methods is not None and method not in self.methods:
+            return False
+        prefix = self.prefix
+        if prefix.endswith("/"):
+            return path.startswith(prefix)
+        return path == prefix or path.startswith(prefix + "/")
+
+
+# Record is re-exported for type users of Decision.matched (AWS records or Cidr).
+Matched = Record | Cidr
