@@ -2,16 +2,27 @@
 
 from .aws import AwsIpRanges, Record, Selection, load
 from .errors import ConfigError, InvalidAddress, OriginShieldError, RangesError
+from .metrics import Counters
+from .middleware import OriginShield
+from .policy import CountryResolver, Decision, Policy, Route
 from .radix import RadixTree
+from .secret import SecretHeader
 
 __all__ = [
     "AwsIpRanges",
     "ConfigError",
+    "Counters",
+    "CountryResolver",
+    "Decision",
     "InvalidAddress",
+    "OriginShield",
     "OriginShieldError",
+    "Policy",
     "RadixTree",
     "RangesError",
     "Record",
+    "Route",
+    "SecretHeader",
     "Selection",
     "load",
 ]

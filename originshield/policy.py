@@ -40,6 +40,7 @@ __all__ = [
     "SECRET_MISSING",
     "Cidr",
     "CountryResolver",
+    "Decision",
     "Policy",
     "Route",
     "SourceMode",
@@ -361,5 +362,115 @@ class Route:
         return path == prefix or path.startswith(prefix + "/")
 
 
-# Record is re-exported for type users of Decision.matched (AWS records or Cidr).
+#: What a policy's radix tree holds: AWS records and the policy's explicit networks.
 Matched = Record | Cidr
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The full trace of one decision: what ``explain`` prints and what a rejection logs.
+
+    Addresses are normalised text (IPv4-mapped IPv6 shown as IPv4). ``checked`` is the address
+    matched against the policy's sources: the CloudFront edge in ``cloudfront`` mode (the socket
+    peer in topology 1, an X-Forwarded-For entry behind trusted proxies in topology 2), the client
+    in ``direct`` mode, the peer in ``peer`` mode; ``checked_from`` says which (``"peer"`` or
+    ``"x-forwarded-for"``). ``matched`` holds every record of the policy containing it, most
+    specific first (empty: nothing matched, see ``reason``). ``secret`` is the verdict only, never
+    the value: ``verified``, ``missing``, ``invalid``, ``duplicate`` or ``not_configured``.
+    Fields after the failing check are ``None`` (they were not computed).
+    """
+
+    allowed: bool
+    reason: str
+    #: False in report-only mode: a rejection was logged and counted but the request went through.
+    enforced: bool
+    route: str
+    policy: str
+    method: str
+    path: str
+    peer: str | None
+    checked: str | None
+    checked_from: str | None
+    viewer: str | None
+    matched: tuple[Matched, ...]
+    secret: str
+    country: str | None
+    #: ``"header"`` (CloudFront-Viewer-Country, secret verified), ``"geoip"``, or ``None``.
+    country_source: str | None
+    generation: int
+    sync_token: int
+
+    @property
+    def action(self) -> str:
+        """``allowed``, ``rejected`` or ``reported`` (report-only: would have been rejected)."""
+        if self.allowed:
+            return "allowed"
+        return "rejected" if self.enforced else "reported"
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form (for ``originshield explain --json``)."""
+        return {
+            "action": self.action,
+            "allowed": self.allowed,
+            "reason": self.reason,
+            "enforced": self.enforced,
+            "route": self.route,
+            "policy": self.policy,
+            "method": self.method,
+            "path": self.path,
+            "peer": self.peer,
+            "checked": self.checked,
+            "checked_from": self.checked_from,
+            "viewer": self.viewer,
+            "matched": [
+                {
+                    "prefix": str(m.prefix),
+                    "region": m.region,
+                    "service": m.service,
+                    "network_border_group": m.network_border_group,
+                }
+                for m in self.matched
+            ],
+            "secret": self.secret,
+            "country": self.country,
+            "country_source": self.country_source,
+            "generation": self.generation,
+            "sync_token": self.sync_token,
+        }
+
+    def log_line(self) -> str:
+        """One structured ``key=value`` line; attacker-controlled text is quoted and escaped, the
+        secret never appears (only its verdict)."""
+        best = self.matched[0] if self.matched else None
+        fields: list[tuple[str, object]] = [
+            ("action", self.action),
+            ("reason", self.reason),
+            ("route", self.route),
+            ("policy", self.policy),
+            ("method", self.method),
+            ("path", self.path[:256]),
+            ("peer", self.peer),
+            ("checked", self.checked),
+            ("checked_from", self.checked_from),
+            ("viewer", self.viewer),
+            ("prefix", best.prefix if best else None),
+            ("region", best.region if best else None),
+            ("service", best.service if best else None),
+            ("secret", self.secret),
+            ("country", self.country),
+            ("country_source", self.country_source),
+            ("generation", self.generation),
+            ("sync_token", self.sync_token),
+        ]
+        return " ".join(f"{k}={_logfmt(v)}" for k, v in fields if v is not None)
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_./:%+@-]{1,256}")
+
+
+def _logfmt(value: object) -> str:
+    text = str(value)
+    if _PLAIN.fullmatch(text):
+        return text
+    # json.dumps-style quoting: no raw newline or control character from a request reaches the log.
+    return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'

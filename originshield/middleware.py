@@ -1,0 +1,310 @@
+"""``OriginShield``: the pure ASGI middleware.
+
+Shaped like Starlette's ``TrustedHostMiddleware``: options validated and everything compiled in
+``__init__`` (and in the snapshot listener, off the request path); ``__call__`` starts with the
+scope-type check; a refused request gets a short fixed response and the app is never called. No
+``Request`` object, no ``BaseHTTPMiddleware`` (it costs tens of percent), no body reads.
+
+Usage::
+
+    app.add_middleware(
+        OriginShield,
+        secret=SecretHeader.from_env("x-origin-verify", "ORIGIN_SECRET"),
+        trusted_proxies=["10.0.0.0/16"],            # topology 2: the ALB subnets
+        routes=[Route("/health", Policy.health_check(["10.0.0.0/16"]))],
+    )                                                # default policy: Policy.cloudfront()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from typing import Any
+
+from .aws import AwsIpRanges, Network, load
+from .client_ip import TrustedProxies
+from .engine import DEFAULT_ROUTE, Engine, PolicyReport
+from .errors import ConfigError
+from .metrics import Counters
+from .policy import CountryResolver, Decision, Policy, Route
+from .secret import SecretHeader
+from .snapshot import Snapshot, SnapshotHolder
+
+__all__ = ["OriginShield"]
+
+logger = logging.getLogger("originshield")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_WS_DENIAL = "websocket.http.response"  # ASGI extension: an HTTP response instead of the handshake
+_WS_POLICY_VIOLATION = 1008  # RFC 6455 7.4.1
+
+
+class OriginShield:
+    """Admit only requests that a :class:`~originshield.policy.Policy` allows; refuse the rest early.
+
+    Keyword options (all validated here; bad values raise :class:`~originshield.errors.ConfigError`):
+
+    - ``ranges``: an :class:`~originshield.aws.AwsIpRanges`, a
+      :class:`~originshield.snapshot.SnapshotHolder` (e.g. ``originshield.refresher.Refresher``), or
+      ``None`` for the snapshot embedded in the package. With a holder, the middleware subscribes
+      and recompiles every policy's radix tree inside the listener (in the publisher's thread), then
+      swaps one reference to a new immutable engine with its own empty decision cache; a listener
+      error (e.g. a selection that became empty) vetoes the swap. If the holder has ``start()`` /
+      ``stop(timeout)`` and ``manage_refresher`` is true, it is started on lifespan startup (or on
+      the first request when the server runs no lifespan) and stopped on lifespan shutdown; every
+      lifespan message still passes through unchanged.
+    - ``default``: the policy for paths no route covers; ``None`` means
+      :meth:`Policy.cloudfront` (origin-facing edges + secret), which needs ``secret``.
+    - ``routes``: :class:`~originshield.policy.Route` objects; the longest matching prefix wins.
+    - ``trusted_proxies``: CIDRs of your own proxies (ALB subnets; ``127.0.0.1/32`` behind a local
+      nginx). Forwarding headers are read only from these peers.
+    - ``secret``: the :class:`~originshield.secret.SecretHeader`; it is stripped from every request
+      before the app runs.
+    - ``geoip``: a :class:`~originshield.policy.CountryResolver` for country rules. If it has a
+      ``subscribe(callback)`` method, the middleware subscribes so that a database reload clears the
+      decision cache; otherwise call :meth:`clear_cache` after a reload.
+    - ``report_only``: decide, log and count, but let every request through (safe rollout).
+    - ``status`` / ``body``: the refusal (default 403, ``Forbidden``); never says why.
+    - ``cache_size``: decision cache entries (LRU; 0 disables it).
+    - ``log_level``: level of the one-line log record of each refusal (allowed requests are logged
+      at DEBUG).
+    - ``counters``: a :class:`~originshield.metrics.Counters` to share; a new one by default.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        ranges: AwsIpRanges | SnapshotHolder | None = None,
+        default: Policy | None = None,
+        routes: Sequence[Route] = (),
+        trusted_proxies: Iterable[str | Network] = (),
+        secret: SecretHeader | None = None,
+        geoip: CountryResolver | None = None,
+        report_only: bool = False,
+        status: int = 403,
+        body: bytes = b"Forbidden\n",
+        cache_size: int = 4096,
+        manage_refresher: bool = True,
+        log_level: int = logging.INFO,
+        counters: Counters | None = None,
+    ) -> None:
+        self.app = app
+        if secret is not None and not isinstance(secret, SecretHeader):
+            raise ConfigError(f"secret: expected a SecretHeader, got {type(secret).__name__}")
+        if default is None:
+            if secret is None:
+                raise ConfigError(
+                    "secret: the default policy (CloudFront origin-facing + secret header) needs "
+                    "secret=SecretHeader.from_env(...); or pass an explicit default policy"
+                )
+            default = Policy.cloudfront("cloudfront-default")
+        if not isinstance(default, Policy):
+            raise ConfigError(f"default: expected a Policy, got {type(default).__name__}")
+        routes = tuple(routes)
+        for i, route in enumerate(routes):
+            if not isinstance(route, Route):
+                raise ConfigError(f"routes[{i}]: expected a Route, got {type(route).__name__}")
+        for policy in (default, *(r.policy for r in routes)):
+            where = f"policy {policy.name!r}"
+            if (policy.require_secret or policy.viewer_address_header or policy.viewer_country_header) and (
+                secret is None
+            ):
+                raise ConfigError(f"{where}: uses the secret header but no secret is configured")
+            if policy.has_country_rules and geoip is None and not policy.viewer_country_header:
+                raise ConfigError(f"{where}: country rules need geoip= or viewer_country_header=True")
+        if geoip is not None and not callable(getattr(geoip, "country", None)):
+            raise ConfigError("geoip: expected an object with a country(packed) method")
+        if not isinstance(status, int) or not 400 <= status <= 599:
+            raise ConfigError(f"status: must be an HTTP error status (400-599), got {status!r}")
+        if not isinstance(body, bytes) or len(body) > 1024:
+            raise ConfigError("body: must be bytes of at most 1024 bytes (a refusal never explains itself)")
+        if not isinstance(cache_size, int) or cache_size < 0:
+            raise ConfigError(f"cache_size: must be a non-negative integer, got {cache_size!r}")
+
+        if ranges is None:
+            holder = SnapshotHolder(load(), "embedded")
+        elif isinstance(ranges, AwsIpRanges):
+            holder = SnapshotHolder(ranges, "file")
+        elif isinstance(ranges, SnapshotHolder):
+            holder = ranges
+        else:
+            raise ConfigError(f"ranges: expected AwsIpRanges, SnapshotHolder or None, got {type(ranges).__name__}")
+
+        self.holder = holder
+        self.counters = counters if counters is not None else Counters()
+        self._default = default
+        self._routes = routes
+        self._trusted = TrustedProxies(trusted_proxies)
+        self._secret = secret
+        self._geoip = geoip
+        self.report_only = bool(report_only)
+        self._cache_size = cache_size
+        self._log_level = log_level
+        self._status = status
+        self._body = body
+        self._reject_headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"cache-control", b"no-store"),
+        ]
+        # Compile against the snapshot in service now: a configuration error surfaces here.
+        self._state: Engine = self._compile(holder.current)
+        self.counters.seed(self._state.outcome_keys())
+        self.counters.add_gauge("ranges_generation", "Generation of the ranges snapshot in use.", self._gen)
+        self.counters.add_gauge("ranges_sync_token", "syncToken of the ranges in use.", self._sync)
+        holder.subscribe(self._on_snapshot)
+        subscribe = getattr(geoip, "subscribe", None)
+        if callable(subscribe):
+            subscribe(self._on_geoip_reload)
+
+        self._manage = bool(manage_refresher) and callable(getattr(holder, "start", None))
+        self._start_lock = threading.Lock()
+        self._started = False
+        self._lazy_start = self._manage
+
+    # -- compiled state ------------------------------------------------------------------------------
+
+    def _compile(self, snap: Snapshot) -> Engine:
+        return Engine(
+            default=self._default,
+            routes=self._routes,
+            ranges=snap.ranges,
+            generation=snap.generation,
+            source=snap.source,
+            trusted=self._trusted,
+            secret=self._secret,
+            geoip=self._geoip,
+            report_only=self.report_only,
+            cache_size=self._cache_size,
+        )
+
+    def _on_snapshot(self, snap: Snapshot) -> None:
+        # In the publisher's thread, before the holder swaps: build everything, then one assignment.
+        # Raising (e.g. a selection became empty) vetoes the swap and keeps the current data.
+        self._state = self._compile(snap)
+
+    def _on_geoip_reload(self, *_args: object) -> None:
+        self.clear_cache()
+
+    def _gen(self) -> float:
+        return float(self._state.generation)
+
+    def _sync(self) -> float:
+        return float(self._state.sync_token)
+
+    @property
+    def engine(self) -> Engine:
+        """The compiled engine in service (read it once and keep the local)."""
+        return self._state
+
+    def clear_cache(self) -> None:
+        """Start a new, empty decision cache (e.g. after the GeoIP database changed)."""
+        self._state = self._state.with_fresh_cache()
+
+    def explain(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]] = (),
+        peer: str | None = None,
+    ) -> Decision:
+        """The full decision for a request described by hand (the CLI ``explain`` command).
+
+        ``peer`` is the socket peer address (``None``: a unix socket). Uses no cache, counts nothing,
+        logs nothing; the trace shows the secret's verdict, never its value.
+        """
+        return self._state.explain(method, path, headers, peer)
+
+    def policies(self) -> tuple[PolicyReport, ...]:
+        """Each policy with its routes and the records/CIDRs of its compiled tree (``export``)."""
+        return self._state.policy_reports()
+
+    # -- refresher lifecycle -------------------------------------------------------------------------
+
+    def _start_holder(self) -> None:
+        with self._start_lock:
+            self._lazy_start = False
+            if self._started:
+                return
+            self._started = True
+        self.holder.start()  # type: ignore[attr-defined]
+
+    def _stop_holder(self) -> None:
+        with self._start_lock:
+            if not self._started:
+                return
+            self._started = False
+            self._lazy_start = self._manage
+        self.holder.stop(5.0)  # type: ignore[attr-defined]
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_and_manage() -> Message:
+            message = await receive()
+            kind = message.get("type")
+            if kind == "lifespan.startup":
+                self._start_holder()  # start() only spawns a thread
+            elif kind == "lifespan.shutdown":
+                import anyio.to_thread  # noqa: PLC0415 - only at shutdown; stop() joins a thread
+
+                await anyio.to_thread.run_sync(self._stop_holder)
+            return message
+
+        await self.app(scope, receive_and_manage, send)
+
+    # -- ASGI ----------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind in {"http", "websocket"}:
+            if self._lazy_start:
+                self._start_holder()
+            state = self._state  # read once: this request decides with one generation throughout
+            method = scope.get("method", "GET")  # a websocket handshake is a GET
+            result, headers, secret = state.decide(method, scope["path"], scope.get("client"), scope["headers"])
+            outcome = result[0]
+            self.counters.counts[outcome.counter_key] += 1
+            if headers is not None:
+                scope["headers"] = headers
+            if outcome.allowed:
+                await self.app(scope, receive, send)
+                return
+            if logger.isEnabledFor(self._log_level):
+                decision = state.decision(result, method, scope["path"], scope.get("client"), secret)
+                logger.log(self._log_level, "originshield %s", decision.log_line())
+            if outcome.passes:  # report-only
+                await self.app(scope, receive, send)
+            elif kind == "http":
+                await send({"type": "http.response.start", "status": self._status, "headers": self._reject_headers})
+                await send({"type": "http.response.body", "body": self._body})
+            else:
+                await self._reject_websocket(scope, send)
+        elif kind == "lifespan" and self._manage:
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _reject_websocket(self, scope: Scope, send: Send) -> None:
+        extensions = scope.get("extensions") or {}
+        if _WS_DENIAL in extensions:
+            await send(
+                {"type": "websocket.http.response.start", "status": self._status, "headers": self._reject_headers}
+            )
+            await send({"type": "websocket.http.response.body", "body": self._body})
+        else:
+            # Closing before accept makes the server answer the handshake with HTTP 403 (ASGI spec,
+            # "Close - send event"); the app never sees the connection.
+            await send({"type": "websocket.close", "code": _WS_POLICY_VIOLATION})
+
+    def __repr__(self) -> str:
+        state = self._state
+        return (
+            f"OriginShield(routes={[r.name for r in state.routes] + [DEFAULT_ROUTE]}, "
+            f"generation={state.generation}, report_only={self.report_only})"
+        )
