@@ -234,6 +234,7 @@ class CountryDatabase:
         "_error_lock",
         "_fallback",
         "_last_error",
+        "_listeners",
         "_lock",
         "_logged_generation",
         "_lookup_errors",
@@ -274,6 +275,7 @@ class CountryDatabase:
         self._lock = threading.Lock()  # one check()/close() at a time; lookups never take it
         self._error_lock = threading.Lock()
         self._retired: list[_Reader] = []
+        self._listeners: list[Callable[[CountryDatabase], None]] = []
         self._reloads = self._reload_failures = self._lookup_errors = 0
         self._last_error: str | None = None
         self._logged_generation = 0
@@ -383,7 +385,23 @@ class CountryDatabase:
             new.build_epoch,
             old.build_epoch,
         )
+        # After the swap, never before: a listener clears the middleware's decision cache, and a
+        # cache cleared before the swap could be refilled with answers from the old reader.
+        for listener in list(self._listeners):
+            try:
+                listener(self)
+            except Exception:  # the new reader is already in service; one listener must not stop others
+                logger.exception("GeoIP reload listener %r failed", listener)
         return True
+
+    def subscribe(self, listener: Callable[[CountryDatabase], None]) -> None:
+        """Call ``listener(database)`` after every successful reload (in the reloading thread).
+
+        :class:`~originshield.middleware.OriginShield` subscribes to clear its decision cache, so
+        cached decisions never outlive the database they were made with.
+        """
+        with self._lock:
+            self._listeners.append(listener)
 
     def _failed(self, exc: GeoIPDatabaseError) -> NoReturn:
         # Not logged here: the refresher logs and counts what check() raises (no double lines).
