@@ -2,6 +2,7 @@
 
 from .aws import AwsIpRanges, Record, Selection, load
 from .errors import ConfigError, InvalidAddress, OriginShieldError, RangesError
+from .geoip import CountryDatabase, GeoIPDatabaseError
 from .metrics import Counters
 from .middleware import OriginShield
 from .policy import CountryResolver, Decision, Policy, Route
@@ -12,8 +13,10 @@ __all__ = [
     "AwsIpRanges",
     "ConfigError",
     "Counters",
+    "CountryDatabase",
     "CountryResolver",
     "Decision",
+    "GeoIPDatabaseError",
     "InvalidAddress",
     "OriginShield",
     "OriginShieldError",
