@@ -274,6 +274,37 @@ class Policy:
     # -- convenience constructors ------------------------------------------------------------------
 
     @classmethod
+    def of(
+        cls,
+        name: str,
+        *,
+        selectors: Iterable[Selector | str] = (),
+        cidrs: Iterable[str | Network] = (),
+        require_secret: bool = False,
+        source: SourceMode = "cloudfront",
+        allow_countries: Iterable[str] | None = None,
+        deny_countries: Iterable[str] = (),
+        unknown_country: UnknownCountry | None = None,
+        viewer_country_header: bool = False,
+        viewer_address_header: bool = False,
+    ) -> Policy:
+        """The constructor with friendly input types (preset names, CIDR strings, lists), typed."""
+        if isinstance(selectors, str) or isinstance(cidrs, str):
+            raise ConfigError(f"policy {name!r}: selectors and cidrs must be lists, not strings")
+        return cls(
+            name,
+            selectors=tuple(selectors),  # type: ignore[arg-type]  # coerced in __post_init__
+            cidrs=tuple(cidrs),  # type: ignore[arg-type]
+            require_secret=require_secret,
+            source=source,
+            allow_countries=allow_countries,  # type: ignore[arg-type]
+            deny_countries=deny_countries,  # type: ignore[arg-type]
+            unknown_country=unknown_country,
+            viewer_country_header=viewer_country_header,
+            viewer_address_header=viewer_address_header,
+        )
+
+    @classmethod
     def cloudfront(cls, name: str = "cloudfront", **options: object) -> Policy:
         """Topologies 1 and 2: CloudFront origin-facing edges carrying the secret header."""
         options.setdefault("require_secret", True)
