@@ -22,15 +22,13 @@ CounterKey = tuple[str, str, str]
 
 
 class Counters:
-    """Per-(route, reason, action) request counts plus decision-cache statistics."""
+    """Per-(route, reason, action) request counts, plus gauges registered by the middleware."""
 
-    __slots__ = ("_gauges", "cache_hits", "cache_misses", "counts")
+    __slots__ = ("_gauges", "counts")
 
     def __init__(self) -> None:
         #: ``(route, reason, action) -> count``; read it with :meth:`snapshot`.
         self.counts: dict[CounterKey, int] = {}
-        self.cache_hits = 0
-        self.cache_misses = 0
         self._gauges: list[tuple[str, str, Callable[[], float]]] = []
 
     def seed(self, keys: Iterable[CounterKey]) -> None:
@@ -85,15 +83,16 @@ class Counters:
         for (route, reason, action), v in sorted(self.counts.items()):
             labels = f'route="{_escape(route)}",reason="{_escape(reason)}",action="{_escape(action)}"'
             lines.append(f"{prefix}_requests_total{{{labels}}} {v}")
-        for name, value in (("hits", self.cache_hits), ("misses", self.cache_misses)):
-            lines.append(f"# HELP {prefix}_decision_cache_{name}_total Decision cache {name}.")
-            lines.append(f"# TYPE {prefix}_decision_cache_{name}_total counter")
-            lines.append(f"{prefix}_decision_cache_{name}_total {value}")
         for gname, help_text, read in self._gauges:
             lines.append(f"# HELP {prefix}_{gname} {help_text}")
             lines.append(f"# TYPE {prefix}_{gname} gauge")
-            lines.append(f"{prefix}_{gname} {read():g}")
+            lines.append(f"{prefix}_{gname} {_number(read())}")
         return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    # Integral values in full (a syncToken is 10 digits; "%g" would round it), others as repr.
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _escape(value: str) -> str:

@@ -157,8 +157,10 @@ class OriginShield:
         # Compile against the snapshot in service now: a configuration error surfaces here.
         self._state: Engine = self._compile(holder.current)
         self.counters.seed(self._state.outcome_keys())
+        self._counts = self.counters.counts
         self.counters.add_gauge("ranges_generation", "Generation of the ranges snapshot in use.", self._gen)
         self.counters.add_gauge("ranges_sync_token", "syncToken of the ranges in use.", self._sync)
+        self.counters.add_gauge("decision_cache_entries", "Entries in the decision cache.", self._cache_entries)
         holder.subscribe(self._on_snapshot)
         subscribe = getattr(geoip, "subscribe", None)
         if callable(subscribe):
@@ -198,6 +200,10 @@ class OriginShield:
 
     def _sync(self) -> float:
         return float(self._state.sync_token)
+
+    def _cache_entries(self) -> float:
+        cache = self._state.cache
+        return float(len(cache)) if cache is not None else 0.0
 
     @property
     def engine(self) -> Engine:
@@ -269,7 +275,7 @@ class OriginShield:
             method = scope.get("method", "GET")  # a websocket handshake is a GET
             result, headers, secret = state.decide(method, scope["path"], scope.get("client"), scope["headers"])
             outcome = result[0]
-            self.counters.counts[outcome.counter_key] += 1
+            self._counts[outcome.counter_key] += 1
             if headers is not None:
                 scope["headers"] = headers
             if outcome.allowed:

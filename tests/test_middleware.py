@@ -1,0 +1,475 @@
+"""The ASGI middleware: Starlette/FastAPI TestClient with explicit client addresses, and crafted raw
+scopes for what a TestClient cannot send (duplicate header lines, odd case, latin-1 bytes, no
+client). Addresses: see tests/test_policy.py (real ranges from the embedded snapshot)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, WebSocket
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.testclient import TestClient, WebSocketDenialResponse
+
+from originshield import AwsIpRanges, Counters, OriginShield, Policy, Route, SecretHeader, load
+from originshield.snapshot import SnapshotHolder
+
+SECRET = "test-origin-secret-0123456789"
+EDGE, EDGE2, EDGE6 = "130.176.1.1", "15.158.1.1", "2600:9000:1000::1"
+ALB, VPC = "10.0.3.17", "10.0.0.0/16"
+ATTACKER = "198.51.100.66"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+
+
+@pytest.fixture(scope="module")
+def ranges() -> AwsIpRanges:
+    return load()
+
+
+def secret() -> SecretHeader:
+    return SecretHeader.of("x-origin-verify", [SECRET])
+
+
+def echo_app() -> FastAPI:
+    """Shows what the app received: the headers after the middleware, and the client."""
+    app = FastAPI()
+
+    @app.get("/{path:path}")
+    async def echo(request: Request, path: str) -> JSONResponse:
+        client = request.client
+        return JSONResponse(
+            {
+                "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.scope["headers"]],
+                "client": client.host if client else None,
+            }
+        )
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hello")
+        await websocket.close()
+
+    return app
+
+
+def client_for(ranges: AwsIpRanges, peer: str, **options: Any) -> TestClient:
+    app = echo_app()
+    options.setdefault("secret", secret())
+    app.add_middleware(OriginShield, ranges=ranges, **options)
+    return TestClient(app, client=(peer, 51234))
+
+
+# -- TestClient, one block per topology -------------------------------------------------------------
+
+
+def test_topology1_allowed_and_secret_stripped(ranges: AwsIpRanges) -> None:
+    with client_for(ranges, EDGE) as c:
+        r = c.get("/api/x", headers={"x-origin-verify": SECRET, "x-forwarded-for": "203.0.113.7"})
+    assert r.status_code == 200
+    body = r.json()
+    names = [k for k, _ in body["headers"]]
+    assert "x-origin-verify" not in names  # the app never sees the secret
+    assert ["x-forwarded-for", "203.0.113.7"] in body["headers"]
+    assert body["client"] == EDGE  # the middleware does not rewrite scope["client"]
+
+
+@pytest.mark.parametrize(
+    ("peer", "headers"),
+    [
+        (ATTACKER, {"x-origin-verify": SECRET, "x-forwarded-for": "203.0.113.7"}),  # leaked secret, direct
+        (EDGE, {"x-forwarded-for": "203.0.113.7"}),  # another tenant's distribution
+        (EDGE, {"x-origin-verify": SECRET[::-1], "x-forwarded-for": "203.0.113.7"}),
+        ("testclient", {"x-origin-verify": SECRET, "x-forwarded-for": "203.0.113.7"}),  # not an address
+    ],
+)
+def test_topology1_rejected_without_calling_the_app(
+    ranges: AwsIpRanges, peer: str, headers: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="originshield"), client_for(ranges, peer) as c:
+        r = c.get("/api/x", headers=headers)
+    assert (r.status_code, r.text) == (403, "Forbidden\n")  # fixed body: no reason given away
+    assert r.headers["cache-control"] == "no-store"
+    assert "reason=" in caplog.text and "action=rejected" in caplog.text
+    assert SECRET not in caplog.text and SECRET[::-1] not in caplog.text  # not even the wrong one
+
+
+def test_topology2_through_alb(ranges: AwsIpRanges) -> None:
+    options: dict[str, Any] = {
+        "trusted_proxies": [VPC],
+        "routes": [Route("/health", Policy.health_check([VPC]))],
+    }
+    with client_for(ranges, ALB, **options) as c:
+        ok = c.get("/api", headers={"x-origin-verify": SECRET, "x-forwarded-for": f"203.0.113.7, {EDGE2}"})
+        spoof = c.get("/api", headers={"x-origin-verify": SECRET, "x-forwarded-for": f"{EDGE}, 203.0.113.7"})
+        health = c.get("/health")
+        no_xff = c.get("/api", headers={"x-origin-verify": SECRET})
+    assert [ok.status_code, spoof.status_code, health.status_code, no_xff.status_code] == [200, 403, 200, 403]
+    with client_for(ranges, ATTACKER, **options) as c:
+        assert c.get("/health").status_code == 403  # the exemption is for the VPC only
+
+
+def test_topology3_region_locked(ranges: AwsIpRanges) -> None:
+    options: dict[str, Any] = {"default": Policy.region_locked(["us-east-1"]), "secret": None}
+    with client_for(ranges, "3.80.0.1", **options) as c:
+        assert c.get("/").status_code == 200
+    with client_for(ranges, "18.97.192.1", **options) as c:
+        assert c.get("/", headers={"x-forwarded-for": "3.80.0.1"}).status_code == 403
+
+
+def test_websocket_rejected_with_denial_response(ranges: AwsIpRanges) -> None:
+    with (
+        client_for(ranges, ATTACKER) as c,
+        pytest.raises(WebSocketDenialResponse) as info,
+        c.websocket_connect("/ws", headers={"x-origin-verify": SECRET}),
+    ):
+        pytest.fail("the handshake must not complete")
+    assert info.value.status_code == 403 and info.value.text == "Forbidden\n"
+    good = {"x-origin-verify": SECRET, "x-forwarded-for": "203.0.113.7"}
+    with client_for(ranges, EDGE) as c, c.websocket_connect("/ws", headers=good) as ws:
+        assert ws.receive_text() == "hello"
+
+
+# -- crafted raw scopes ------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """A real ASGI app that records what reached it."""
+
+    def __init__(self) -> None:
+        self.scopes: list[Scope] = []
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        self.scopes.append(scope)
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"app"})
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.accept"})
+
+
+def run(shield: OriginShield, scope: Scope) -> list[Message]:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    asyncio.run(shield(scope, receive, send))
+    return sent
+
+
+def scope_of(
+    headers: list[tuple[bytes, bytes]], peer: str | None = EDGE, path: str = "/api", kind: str = "http"
+) -> Scope:
+    scope: Scope = {
+        "type": kind,
+        "asgi": {"version": "3.0"},
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": headers,
+        "client": (peer, 40000) if peer is not None else None,
+        "server": ("127.0.0.1", 8000),
+        "scheme": "http",
+    }
+    if kind == "http":
+        scope["method"] = "GET"
+    return scope
+
+
+def status(sent: list[Message]) -> int:
+    return int(sent[0]["status"])
+
+
+GOOD = [(b"x-forwarded-for", b"203.0.113.7"), (b"x-origin-verify", SECRET.encode())]
+
+
+def topo2_shield(app: Recorder, ranges: AwsIpRanges, **options: Any) -> OriginShield:
+    return OriginShield(app, ranges=ranges, secret=secret(), trusted_proxies=[VPC], **options)
+
+
+def test_raw_allowed_and_stripped(ranges: AwsIpRanges) -> None:
+    app = Recorder()
+    shield = OriginShield(app, ranges=ranges, secret=secret())
+    assert status(run(shield, scope_of(list(GOOD)))) == 200
+    assert app.scopes[0]["headers"] == [(b"x-forwarded-for", b"203.0.113.7")]
+
+
+@pytest.mark.parametrize(
+    ("headers", "peer", "expected"),
+    [
+        # Duplicate X-Forwarded-For lines are one list (RFC 9110 5.3): the attacker's extra line at
+        # the end is the rightmost part and is what gets checked, not the ALB's line.
+        ([(b"x-forwarded-for", f"203.0.113.7, {EDGE}".encode()), (b"x-forwarded-for", ATTACKER.encode())], ALB, 403),
+        ([(b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-for", EDGE.encode())], ALB, 200),
+        # odd case from a non-conforming server is still X-Forwarded-For
+        ([(b"X-Forwarded-For", f"203.0.113.7, {EDGE}".encode())], ALB, 200),
+        ([(b"x-forwarded-for", f"203.0.113.7, {EDGE}".encode()), (b"X-FORWARDED-FOR", ATTACKER.encode())], ALB, 403),
+        # latin-1 bytes are not digits
+        ([(b"x-forwarded-for", b"203.0.113.7, 130.176.1.\xb9")], ALB, 403),
+        ([(b"x-forwarded-for", "203.0.113.7, \uff11.1.1.1".encode())], ALB, 403),
+        # IPv4-mapped IPv6, zone ids, leading zeros
+        ([(b"x-forwarded-for", f"203.0.113.7, ::ffff:{EDGE}".encode())], ALB, 200),
+        ([(b"x-forwarded-for", b"203.0.113.7, fe80::1%eth0")], ALB, 403),
+        ([(b"x-forwarded-for", b"203.0.113.7, 130.176.001.001")], ALB, 403),
+        ([(b"x-forwarded-for", b"203.0.113.7, 0x82.176.1.1")], ALB, 403),
+    ],
+)
+def test_raw_forwarded_chain_catalogue(
+    ranges: AwsIpRanges, headers: list[tuple[bytes, bytes]], peer: str, expected: int
+) -> None:
+    app = Recorder()
+    shield = topo2_shield(app, ranges)
+    sent = run(shield, scope_of([*headers, (b"x-origin-verify", SECRET.encode())], peer=peer))
+    assert status(sent) == expected
+    assert len(app.scopes) == (1 if expected == 200 else 0)
+
+
+@pytest.mark.parametrize(
+    ("secret_headers", "reason"),
+    [
+        ([(b"x-origin-verify", SECRET.encode()), (b"x-origin-verify", SECRET.encode())], "secret_duplicate"),
+        ([(b"x-origin-verify", SECRET.encode()), (b"X-Origin-Verify", b"other-value-0123456789")], "secret_duplicate"),
+        ([(b"x-origin-verify", SECRET.encode()[:-1])], "secret_invalid"),  # wrong length
+        ([(b"x-origin-verify", SECRET.encode() + b"\xe9")], "secret_invalid"),
+        ([(b"x-origin-verify", b"")], "secret_invalid"),
+        ([(b"x-origin-verify-2", SECRET.encode())], "secret_missing"),
+        ([], "secret_missing"),
+    ],
+)
+def test_raw_secret_catalogue(
+    ranges: AwsIpRanges,
+    secret_headers: list[tuple[bytes, bytes]],
+    reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = Recorder()
+    shield = OriginShield(app, ranges=ranges, secret=secret())
+    with caplog.at_level(logging.INFO, logger="originshield"):
+        sent = run(shield, scope_of([(b"x-forwarded-for", b"203.0.113.7"), *secret_headers]))
+    assert status(sent) == 403 and not app.scopes
+    assert f"reason={reason}" in caplog.text
+    assert SECRET[:12] not in caplog.text and "other-value" not in caplog.text
+
+
+def test_raw_odd_case_secret_is_accepted_and_stripped(ranges: AwsIpRanges) -> None:
+    app = Recorder()
+    shield = OriginShield(app, ranges=ranges, secret=secret())
+    sent = run(shield, scope_of([(b"X-Origin-Verify", SECRET.encode()), (b"x-forwarded-for", b"203.0.113.7")]))
+    assert status(sent) == 200
+    assert all(k.lower() != b"x-origin-verify" for k, _ in app.scopes[0]["headers"])
+
+
+def test_raw_viewer_address_needs_the_secret(ranges: AwsIpRanges) -> None:
+    """A viewer-supplied CloudFront-Viewer-Address on an unverified request changes nothing."""
+    policy = Policy.of(
+        "geo-header",
+        cidrs=["203.0.113.0/24"],
+        source="peer",
+        allow_countries=["GB"],
+        viewer_country_header=True,
+    )
+    app = Recorder()
+    shield = OriginShield(app, ranges=ranges, secret=secret(), default=policy)
+    headers = [(b"cloudfront-viewer-country", b"GB"), (b"cloudfront-viewer-address", b"81.2.69.160:443")]
+    assert status(run(shield, scope_of(headers, peer="203.0.113.9"))) == 403  # unknown: header not trusted
+    with_secret = [*headers, (b"x-origin-verify", SECRET.encode())]
+    assert status(run(shield, scope_of(with_secret, peer="203.0.113.9"))) == 200
+
+
+def test_raw_unix_socket_and_bad_path(ranges: AwsIpRanges) -> None:
+    app = Recorder()
+    shield = OriginShield(app, ranges=ranges, secret=secret())
+    assert status(run(shield, scope_of(list(GOOD), peer=None))) == 403  # unix socket: no client
+    assert status(run(shield, scope_of(list(GOOD), path="/api/../admin"))) == 403
+    assert status(run(shield, scope_of(list(GOOD), path="/.well-known/x"))) == 200
+    assert len(app.scopes) == 1
+    assert shield.counters.rejected() == {"no_client_address": 1, "bad_path": 1}
+
+
+def test_raw_websocket_closed_before_accept_without_denial_extension(ranges: AwsIpRanges) -> None:
+    app = Recorder()
+    shield = OriginShield(app, ranges=ranges, secret=secret())
+    sent = run(shield, scope_of([], peer=ATTACKER, path="/ws", kind="websocket"))
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+    assert not app.scopes
+    ok = run(shield, scope_of(list(GOOD), path="/ws", kind="websocket"))
+    assert ok == [{"type": "websocket.accept"}]
+
+
+def test_other_scope_types_pass_through(ranges: AwsIpRanges) -> None:
+    app = Recorder()
+    shield = OriginShield(app, ranges=ranges, secret=secret())
+    run(shield, {"type": "custom.thing"})
+    assert app.scopes == [{"type": "custom.thing"}]
+
+
+# -- report-only, counters, status -------------------------------------------------------------------------
+
+
+def test_report_only_counts_and_logs_but_lets_through(ranges: AwsIpRanges, caplog: pytest.LogCaptureFixture) -> None:
+    app = Recorder()
+    shield = OriginShield(app, ranges=ranges, secret=secret(), report_only=True)
+    with caplog.at_level(logging.INFO, logger="originshield"):
+        assert status(run(shield, scope_of([(b"x-origin-verify", SECRET.encode())], peer=ATTACKER))) == 200
+        assert status(run(shield, scope_of([(b"x-origin-verify", b"x" * 20)], peer=EDGE))) == 200
+    assert len(app.scopes) == 2
+    assert all(k != b"x-origin-verify" for s in app.scopes for k, _ in s["headers"])  # still stripped
+    assert "action=reported reason=secret_invalid" in caplog.text
+    assert shield.counters.snapshot() == {
+        ("default", "secret_invalid", "reported"): 1,
+        ("default", "peer_not_allowed", "reported"): 1,
+    }
+
+
+def test_counters_and_prometheus(ranges: AwsIpRanges) -> None:
+    app = Recorder()
+    counters = Counters()
+    routes = [Route("/health", Policy.health_check([VPC]))]
+    shield = OriginShield(app, ranges=ranges, secret=secret(), routes=routes, counters=counters, status=404)
+    for _ in range(3):
+        run(shield, scope_of(list(GOOD)))
+    sent = run(shield, scope_of([], peer=ATTACKER))
+    assert status(sent) == 404
+    run(shield, scope_of([], peer=ALB, path="/health"))
+    assert counters.allowed() == 4 and counters.allowed("/health") == 1
+    assert counters.rejected() == {"secret_missing": 1}
+    assert counters.by_route() == {"default": {"allowed": 3, "rejected": 1}, "/health": {"allowed": 1}}
+    text = counters.prometheus_text()
+    assert 'originshield_requests_total{route="default",reason="allowed",action="allowed"} 3' in text
+    assert f"originshield_ranges_sync_token {ranges.sync_token}" in text
+    assert "originshield_decision_cache_entries 2" in text  # GOOD once, /health once
+
+
+def test_cache_is_per_generation(ranges: AwsIpRanges) -> None:
+    """A cached "allowed" must not survive a snapshot that drops the prefix."""
+    app = Recorder()
+    holder = SnapshotHolder(ranges, "file")
+    shield = OriginShield(app, ranges=holder, secret=secret())
+    assert status(run(shield, scope_of(list(GOOD)))) == 200
+    assert status(run(shield, scope_of(list(GOOD)))) == 200  # from the cache
+    kept = tuple(r for r in ranges.records if not str(r.prefix).startswith("130.176."))
+    smaller = AwsIpRanges(ranges.sync_token + 1, ranges.create_date, kept, source="test")
+    holder.publish(smaller, "network")
+    assert status(run(shield, scope_of(list(GOOD)))) == 403
+    assert shield.engine.generation == 2
+
+
+def test_clear_cache_after_geoip_reload(ranges: AwsIpRanges) -> None:
+    class Switchable:
+        def __init__(self) -> None:
+            self.code: str | None = "GB"
+            self.listeners: list[Any] = []
+
+        def country(self, packed: bytes) -> str | None:
+            return self.code
+
+        def subscribe(self, callback: Any) -> None:
+            self.listeners.append(callback)
+
+        def reload(self, code: str) -> None:
+            self.code = code
+            for callback in self.listeners:
+                callback()
+
+    geo = Switchable()
+    app = Recorder()
+    policy = Policy.cloudfront(allow_countries=["GB"])
+    shield = OriginShield(app, ranges=ranges, secret=secret(), default=policy, geoip=geo)
+    assert status(run(shield, scope_of(list(GOOD)))) == 200
+    geo.reload("SE")
+    assert status(run(shield, scope_of(list(GOOD)))) == 403
+
+
+# -- lifespan and refresher lifecycle ---------------------------------------------------------------------
+
+
+class StartStopHolder(SnapshotHolder):
+    """A holder with the Refresher lifecycle: start() spawns a thread, stop(timeout) ends it."""
+
+    def __init__(self, ranges: AwsIpRanges) -> None:
+        super().__init__(ranges, "file")
+        self.events: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.events.append("start")
+        self._thread = threading.Thread(target=self._stop.wait, name="test-refresher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 5.0) -> bool:
+        self.events.append("stop")
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return True
+
+
+def test_lifespan_starts_and_stops_the_refresher_and_reaches_the_app(ranges: AwsIpRanges) -> None:
+    holder = StartStopHolder(ranges)
+    seen: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        seen.append("startup")
+        yield
+        seen.append("shutdown")
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/")
+    async def root() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    app.add_middleware(OriginShield, ranges=holder, secret=secret())
+    with TestClient(app, client=(EDGE, 1)) as c:
+        assert seen == ["startup"] and holder.events == ["start"]
+        assert c.get("/", headers={"x-origin-verify": SECRET, "x-forwarded-for": "203.0.113.7"}).status_code == 200
+    assert seen == ["startup", "shutdown"] and holder.events == ["start", "stop"]
+
+
+def test_lazy_start_without_lifespan(ranges: AwsIpRanges) -> None:
+    holder = StartStopHolder(ranges)
+    shield = OriginShield(Recorder(), ranges=holder, secret=secret())
+    assert holder.events == []
+    run(shield, scope_of(list(GOOD)))
+    run(shield, scope_of(list(GOOD)))
+    assert holder.events == ["start"]
+    holder.stop()
+
+
+def test_manage_refresher_off(ranges: AwsIpRanges) -> None:
+    holder = StartStopHolder(ranges)
+    app = Recorder()
+    shield = OriginShield(app, ranges=holder, secret=secret(), manage_refresher=False)
+    run(shield, scope_of(list(GOOD)))
+    assert holder.events == []
+
+
+def test_explain_matches_the_middleware(ranges: AwsIpRanges) -> None:
+    app = Recorder()
+    shield = topo2_shield(app, ranges)
+    cases = [
+        (ALB, {"x-forwarded-for": f"203.0.113.7, {EDGE}", "x-origin-verify": SECRET}),
+        (ALB, {"x-forwarded-for": f"{EDGE}, 203.0.113.7", "x-origin-verify": SECRET}),
+        (EDGE6, {"x-forwarded-for": "2001:db8::1", "x-origin-verify": SECRET}),
+        (ATTACKER, {"x-origin-verify": SECRET}),
+    ]
+    for peer, headers in cases:
+        decision = shield.explain("GET", "/api", headers, peer=peer)
+        raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+        assert (status(run(shield, scope_of(raw, peer=peer))) == 200) is decision.allowed
+        assert json.loads(json.dumps(decision.as_dict()))["reason"] == decision.reason
