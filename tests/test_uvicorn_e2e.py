@@ -136,6 +136,7 @@ def test_recommended_settings_end_to_end(ranges: AwsIpRanges) -> None:
             with connect(f"ws://{addr}/ws", additional_headers={"x-forwarded-for": f"203.0.113.7, {EDGE}"}):
                 pytest.fail("handshake must be refused")
         assert info.value.response.status_code == 403
+        assert info.value.response.body == b"Forbidden\n"  # the denial extension's HTTP response
         with connect(f"ws://{addr}/ws", additional_headers=GOOD) as ws:
             assert ws.recv(timeout=10) == "hello"
     assert events == ["startup", "shutdown"] and holder.events == ["start", "stop"]
