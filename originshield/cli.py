@@ -8,14 +8,21 @@ Each command lives in one ``_cmd_*`` function registered in :func:`build_parser`
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from . import __version__
-from .aws import AwsIpRanges, load
-from .errors import OriginShieldError
+from .aws import AwsIpRanges, Network, Selector, load
+from .config import Config, load_config
+from .engine import PolicyReport
+from .errors import ConfigError, OriginShieldError, RangesError
+from .export import FORMATS, AddressSet, render
+from .middleware import OriginShield, Receive, Scope, Send
+from .policy import Decision
 from .radix import RadixTree
 
 __all__ = ["build_parser", "main"]
@@ -62,6 +69,473 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
     return EXIT_OK if matches else EXIT_NEGATIVE
 
 
+# -- operator commands on a configuration file (issue 6) ---------------------------------------------
+
+
+def _offline_shield(config: Config, ranges: AwsIpRanges, notes: list[str]) -> OriginShield:
+    """The configured middleware on fixed ranges, never started and never fetching: for commands
+    that inspect a configuration. A secret or GeoIP database that cannot be loaded here is replaced
+    by a stand-in (and a note says so), so the rest of the configuration can still be examined."""
+    try:
+        secret = config.load_secret()
+    except ConfigError as exc:
+        notes.append(f"{exc}; using a stand-in value that no request can match")
+        secret = config.placeholder_secret()
+    try:
+        geoip = config.open_geoip()
+    except ConfigError as exc:
+        notes.append(f"{exc}; every country is unknown")
+        geoip = _NoCountry()
+    return config.build(_no_app, ranges=ranges, secret=secret, geoip=geoip, manage_refresher=False, log_warnings=False)
+
+
+class _NoCountry:
+    def country(self, packed: bytes) -> str | None:
+        return None
+
+
+async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:  # pragma: no cover - never served
+    raise RuntimeError("offline shield: not an application")
+
+
+def _config_ranges(config: Config, path: str | None) -> AwsIpRanges:
+    return load(path) if path else config.load_ranges()
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+        ranges = _config_ranges(config, args.ranges)
+        problems = config.check_selections(ranges)
+        for loader in (config.load_secret, config.open_geoip):
+            try:
+                loader()
+            except ConfigError as exc:
+                problems.append(str(exc))
+    except (ConfigError, RangesError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NEGATIVE
+    meta = describe_ranges(ranges)
+    report: dict[str, Any] = {"file": config.path, "valid": not problems, "problems": problems}
+    report["warnings"] = list(config.warnings)
+    report["overrides"] = list(config.overrides)
+    report["ranges"] = {**meta, "configured_source": config.ranges.source, "refresh": config.ranges.refresh}
+    if not problems:
+        shield = config.build(
+            _no_app,
+            ranges=ranges,
+            secret=config.placeholder_secret(),
+            geoip=_NoCountry(),
+            manage_refresher=False,
+            log_warnings=False,
+        )
+        report["trusted_proxies"] = [str(n) for n in config.trusted_proxies]
+        report["secret"] = (
+            None if config.secret is None else {"header": config.secret.header, "from": config.secret.origin}
+        )
+        report["report_only"] = config.report_only
+        report["policies"] = [_policy_summary(r) for r in shield.policies()]
+        report["routes"] = [
+            {"name": r.name, "prefix": r.prefix, "methods": sorted(r.methods or []) or None, "policy": r.policy.name}
+            for r in shield.engine.routes
+        ] + [{"name": "default", "prefix": "(anything else)", "methods": None, "policy": config.default_policy}]
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_check(report)
+    if problems or (args.strict and config.warnings):
+        return EXIT_NEGATIVE
+    return EXIT_OK
+
+
+def _policy_summary(report: PolicyReport) -> dict[str, Any]:
+    policy = report.policy
+    prefixes = report.prefixes
+    v4 = [p for p in prefixes if p.version == 4]
+    v6 = [p for p in prefixes if p.version == 6]
+    return {
+        "name": policy.name,
+        "routes": list(report.routes),
+        "source": policy.source,
+        "require_secret": policy.require_secret,
+        "selectors": [s.name for s in policy.selectors],
+        "cidrs": [str(c) for c in policy.cidrs],
+        "allow_countries": sorted(policy.allow_countries) if policy.allow_countries is not None else None,
+        "deny_countries": sorted(policy.deny_countries),
+        "records": len(report.records),
+        "ipv4_prefixes": len(v4),
+        "ipv6_prefixes": len(v6),
+        "ipv4_addresses": sum(p.num_addresses for p in ipaddress.collapse_addresses(v4)),
+    }
+
+
+def _print_check(report: dict[str, Any]) -> None:
+    print(f"{report['file']}: {'valid' if report['valid'] else 'INVALID'}")
+    for problem in report["problems"]:
+        print(f"  problem: {problem}")
+    r = report["ranges"]
+    print(
+        f"ranges: {r['configured_source']} (refresh {'on' if r['refresh'] else 'off'}); checked against syncToken "
+        f"{r['sync_token']}, createDate {r['create_date']} ({r['age_days']} days old), source {r['source']}"
+    )
+    for override in report["overrides"]:
+        print(f"environment override: {override}")
+    if "policies" in report:
+        print(f"trusted proxies: {', '.join(report['trusted_proxies']) or 'none (the socket peer is the client)'}")
+        secret = report["secret"]
+        print(f"secret header: {secret['header']} from {secret['from']}" if secret else "secret header: none")
+        if report["report_only"]:
+            print("report-only: refusals are logged and counted, nothing is rejected")
+        print("routes (first match wins):")
+        for route in report["routes"]:
+            methods = " ".join(route["methods"]) if route["methods"] else "any method"
+            print(f"  {route['prefix']:<20} {methods:<16} -> {route['policy']}")
+        print("policies:")
+        for p in report["policies"]:
+            sources = [*p["selectors"], *p["cidrs"]]
+            print(f"  {p['name']}: source={p['source']} require_secret={str(p['require_secret']).lower()}")
+            print(f"    allows: {', '.join(sources)}")
+            if p["allow_countries"] is not None or p["deny_countries"]:
+                print(f"    countries: allow {p['allow_countries'] or 'any'}, deny {p['deny_countries'] or 'none'}")
+            print(
+                f"    selection: {p['records']} record(s), {p['ipv4_prefixes']} IPv4 and {p['ipv6_prefixes']} IPv6 "
+                f"prefixes ({p['ipv4_addresses']} IPv4 addresses)"
+            )
+    for warning in report["warnings"]:
+        print(f"warning: {warning}")
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    ranges = _config_ranges(config, args.ranges)
+    notes: list[str] = []
+    shield = _offline_shield(config, ranges, notes)
+    headers: list[tuple[str, str]] = []
+    for raw in args.header:
+        name, sep, value = raw.partition(":")
+        if not sep or not name.strip():
+            raise ConfigError(f"--header: expected 'Name: value', got {raw!r}")
+        headers.append((name.strip(), value.strip()))
+    if args.with_secret:
+        secret = config.load_secret()
+        if secret is None:
+            raise ConfigError(f"--with-secret: {config.path} has no [secret] table")
+        headers.append((secret.name, secret.values[0].decode("latin-1")))
+    decision = shield.explain(args.method, args.path, headers, args.peer)
+    # The nearest reason nothing matched: where the checked address sits in the whole document.
+    elsewhere: list[dict[str, Any]] = []
+    if decision.checked is not None and not decision.matched:
+        everything = RadixTree.build(ranges.records).lookup(decision.checked)
+        elsewhere = [
+            {
+                "prefix": str(r.prefix),
+                "region": r.region,
+                "service": r.service,
+                "network_border_group": r.network_border_group,
+            }
+            for r in everything
+        ]
+    trusted = args.peer is not None and any(_contains(net, args.peer) for net in config.trusted_proxies)
+    if args.json:
+        doc = {**decision.as_dict(), "peer_trusted": trusted, "not_in_policy_but_in": elsewhere, "notes": notes}
+        doc["ranges"] = describe_ranges(ranges)
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_decision(decision, trusted, elsewhere, notes, ranges)
+    return EXIT_OK if decision.allowed else EXIT_NEGATIVE
+
+
+def _contains(net: ipaddress.IPv4Network | ipaddress.IPv6Network, ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip) in net
+    except ValueError:
+        return False
+
+
+def _print_decision(
+    d: Decision, trusted: bool, elsewhere: list[dict[str, Any]], notes: list[str], ranges: AwsIpRanges
+) -> None:
+    rows: list[tuple[str, str]] = [
+        ("request", f"{d.method} {d.path}"),
+        ("route", f"{d.route} -> policy {d.policy!r}"),
+        ("peer", f"{d.peer or '(none: unix socket)'}{' (a trusted proxy)' if trusted else ''}"),
+    ]
+    if d.checked is not None:
+        rows.append(("checked", f"{d.checked} (from {d.checked_from})"))
+    if d.viewer is not None:
+        rows.append(("viewer", d.viewer))
+    if d.matched:
+        for i, m in enumerate(d.matched):
+            rows.append(
+                (
+                    "matched" if i == 0 else "",
+                    f"{m.prefix} {m.region or '-'} {m.service} {m.network_border_group or '-'}",
+                )
+            )
+    elif d.checked is not None:
+        if elsewhere:
+            where = "; ".join(f"{e['prefix']} {e['region']} {e['service']}" for e in elsewhere)
+            rows.append(
+                (
+                    "matched",
+                    f"nothing in policy {d.policy!r}; the address is in AWS ranges outside its selection: {where}",
+                )
+            )
+        else:
+            rows.append(
+                (
+                    "matched",
+                    f"nothing: {d.checked} is in no AWS range of syncToken {ranges.sync_token} nor the policy's CIDRs",
+                )
+            )
+    rows.append(("secret", d.secret))
+    if d.country is not None or d.country_source is not None:
+        rows.append(("country", f"{d.country or 'unknown'} (from {d.country_source})"))
+    rows.append(("decision", f"{d.action} (reason: {d.reason})"))
+    rows.append(("ranges", f"syncToken {d.sync_token}, generation {d.generation}, source {ranges.source}"))
+    for key, value in rows:
+        print(f"{key + (':' if key else ''):<10}{value}")
+    for note in notes:
+        print(f"note: {note}")
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    old, new = load(args.old), load(args.new)
+    selector = Selector.of(services=args.service or None, regions=args.region or None)
+    before, after = selector.apply(old), selector.apply(new)
+    a, b = before.prefixes(), after.prefixes()
+    added = sorted(b - a, key=_net_key)
+    removed = sorted(a - b, key=_net_key)
+    where_new: dict[Network, list[str]] = {}
+    for r in after.records:
+        where_new.setdefault(r.prefix, []).append(f"{r.region} {r.service}")
+    where_old: dict[Network, list[str]] = {}
+    for r in before.records:
+        where_old.setdefault(r.prefix, []).append(f"{r.region} {r.service}")
+    space = {v: (_space(a, v), _space(b, v), _overlap_space(a, b, v)) for v in (4, 6)}
+    if args.json:
+        doc = {
+            "selection": selector.name,
+            "old": {
+                "sync_token": old.sync_token,
+                "create_date": f"{old.create_date:%Y-%m-%dT%H:%M:%SZ}",
+                "prefixes": len(a),
+            },
+            "new": {
+                "sync_token": new.sync_token,
+                "create_date": f"{new.create_date:%Y-%m-%dT%H:%M:%SZ}",
+                "prefixes": len(b),
+            },
+            "added": [{"prefix": str(p), "records": where_new[p]} for p in added],
+            "removed": [{"prefix": str(p), "records": where_old[p]} for p in removed],
+            "addresses": {f"ipv{v}": {"added": s[1] - s[2], "removed": s[0] - s[2]} for v, s in space.items()},
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"selection: {selector.name}")
+        print(f"old: syncToken {old.sync_token} ({old.create_date:%Y-%m-%dT%H:%M:%SZ}), {len(a)} prefixes")
+        print(f"new: syncToken {new.sync_token} ({new.create_date:%Y-%m-%dT%H:%M:%SZ}), {len(b)} prefixes")
+        for p in added:
+            print(f"+ {p!s:<24} {', '.join(where_new[p])}")
+        for p in removed:
+            print(f"- {p!s:<24} {', '.join(where_old[p])}")
+        for v, (s_old, s_new, s_both) in space.items():
+            if s_old != s_both or s_new != s_both:
+                print(f"IPv{v} addresses: +{s_new - s_both} -{s_old - s_both}")
+        print(f"{len(added)} added, {len(removed)} removed" if added or removed else "no change")
+    return EXIT_NEGATIVE if added or removed else EXIT_OK
+
+
+def _net_key(n: Network) -> tuple[int, bytes, int]:
+    return (n.version, n.network_address.packed, n.prefixlen)
+
+
+def _intervals(nets: Iterable[Network], version: int) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for n in sorted((n for n in nets if n.version == version), key=_net_key):
+        lo, hi = int(n.network_address), int(n.broadcast_address) + 1
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _space(nets: Iterable[Network], version: int) -> int:
+    return sum(hi - lo for lo, hi in _intervals(nets, version))
+
+
+def _overlap_space(a: Iterable[Network], b: Iterable[Network], version: int) -> int:
+    # Addresses, not prefixes: AWS re-splits ranges (475 /48s replaced by one /39 covers the same
+    # addresses), so "what changed" for a firewall is the address space, shown next to the prefixes.
+    x, y = _intervals(a, version), _intervals(b, version)
+    i = j = total = 0
+    while i < len(x) and j < len(y):
+        lo, hi = max(x[i][0], y[j][0]), min(x[i][1], y[j][1])
+        total += max(0, hi - lo)
+        if x[i][1] < y[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    ranges = _config_ranges(config, args.ranges)
+    shield = _offline_shield(config, ranges, [])
+    reports = {r.policy.name: r for r in shield.policies()}
+    name = args.policy or config.default_policy
+    if name not in reports:
+        unused = " (defined but used by no route)" if name in config.policies else ""
+        raise ConfigError(f"--policy: no policy {name!r} in service{unused}; policies: {', '.join(reports)}")
+    report = reports[name]
+    if report.policy.source == "cloudfront" and config.trusted_proxies:
+        print(
+            f"originshield export: warning: policy {name!r} checks the CloudFront edge behind your trusted proxies; "
+            "the kernel sees the proxy, not the edge: enforce this set where the edge connects (topology 1)",
+            file=sys.stderr,
+        )
+    meta = describe_ranges(ranges)
+    data = AddressSet.of(
+        name, report.prefixes, sync_token=ranges.sync_token, create_date=str(meta["create_date"]), source=ranges.source
+    )
+    text = render(args.format, data, name=args.name, ip_version=args.ip_version)
+    if args.output:
+        from .cachefile import write_atomic  # noqa: PLC0415 - temporary file + rename
+
+        write_atomic(args.output, text.encode("utf-8"))
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import run  # noqa: PLC0415 - imports uvicorn
+
+    run(
+        args.app,
+        args.config,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        app_dir=args.app_dir,
+        log_level=args.log_level,
+    )
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo  # noqa: PLC0415 - imports uvicorn
+
+    port = args.port if args.port is not None else (0 if args.check else 8000)
+    return run_demo(check=args.check, host=args.host, port=port)
+
+
+def _add_operator_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "check-config",
+        help="validate a configuration file and show the effective policies",
+        description="Validate FILE (keys, types, combinations, that every AWS selection matches the ranges, that the "
+        "secret and GeoIP database can be loaded) and print the routes, the policies and the size of each selection. "
+        "Exit 0 valid, 1 invalid (or, with --strict, valid with warnings).",
+    )
+    p.add_argument("file", help="the TOML configuration file")
+    p.add_argument(
+        "--ranges", metavar="FILE", help="check against this ip-ranges.json instead of the configured source"
+    )
+    p.add_argument("--strict", action="store_true", help="warnings make the exit status 1")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser(
+        "explain",
+        help="the full decision trace for a described request",
+        description="Decide a request described on the command line as the configured middleware would, and print "
+        "the trace: route and policy, peer / checked edge / viewer addresses, the matching prefix (or where the "
+        "address is instead), the secret verdict (never the value), country, decision and reason code. No request "
+        "is sent and the ranges are not fetched. Exit 0 allowed, 1 refused, 2 bad input.",
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration file")
+    p.add_argument("--peer", required=True, metavar="IP", help="the socket peer address (the TCP connection's source)")
+    p.add_argument("--path", default="/", help="request path (default /)")
+    p.add_argument("--method", default="GET", help="request method (default GET)")
+    p.add_argument(
+        "--header", action="append", default=[], metavar="'Name: value'", help="a request header (repeatable)"
+    )
+    p.add_argument(
+        "--with-secret",
+        action="store_true",
+        help="add the secret header with the first configured value (read from its variable or file)",
+    )
+    p.add_argument("--ranges", metavar="FILE", help="decide with this ip-ranges.json instead of the configured source")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser(
+        "diff",
+        help="prefixes added and removed between two ip-ranges documents",
+        description="Compare the selection (all records by default) of two ip-ranges.json documents (plain or gzip): "
+        "prefixes added and removed, with their regions and services, and the change in covered addresses. "
+        "Exit 0 no change, 1 changed, 2 bad input (like diff(1)).",
+    )
+    p.add_argument("old", help="the older ip-ranges.json")
+    p.add_argument("new", help="the newer ip-ranges.json")
+    p.add_argument("--service", action="append", metavar="S", help="e.g. CLOUDFRONT_ORIGIN_FACING (repeatable)")
+    p.add_argument("--region", action="append", metavar="R", help="e.g. us-east-1 (repeatable)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_diff)
+
+    p = sub.add_parser(
+        "export",
+        help="a policy's address set for nftables, ipset, iptables or nginx",
+        description="Print the address set of a policy (IPv4 and IPv6, collapsed) formatted for an atomic swap below "
+        "the application: nftables (one nft -f transaction), ipset (restore into a temporary set + swap), iptables "
+        "(iptables-restore --noflush input for one chain; needs --ip-version), nginx (allow/deny include), cidr, "
+        "json. Uses the configured ranges without fetching (the cache file if newer than the embedded snapshot). "
+        "Exit 0 ok, 2 bad input.",
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration file")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--policy", metavar="NAME", help="the policy to export (default: the default policy)")
+    p.add_argument("--name", help="nftables table / ipset set / iptables chain name (default from the policy name)")
+    p.add_argument("--ip-version", type=int, choices=(4, 6), help="only IPv4 or IPv6 (required for iptables)")
+    p.add_argument("--ranges", metavar="FILE", help="use this ip-ranges.json instead of the configured source")
+    p.add_argument("-o", "--output", metavar="FILE", help="write FILE atomically (temporary file + rename)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "serve",
+        help="run an ASGI app under uvicorn behind the configured middleware",
+        description="Run APP (module:attribute, as for uvicorn) wrapped by the middleware built from the "
+        "configuration, with uvicorn's proxy-header rewriting off (the middleware must see the real socket peer) "
+        "and the ranges refresher tied to the lifespan. Runs until stopped; exit 2 on a bad configuration.",
+    )
+    p.add_argument("app", help="the ASGI app, e.g. myapp.main:app")
+    p.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration file")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000, help="bind port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--app-dir", default=".", help="directory to import APP from (default: the current one)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser(
+        "demo",
+        help="serve a demo app protected by OriginShield, after a self-check",
+        description="Serve a small app behind OriginShield on loopback (topology 2: 127.0.0.1 plays the ALB; the "
+        "embedded ranges snapshot, no network). Before serving, send real requests to it (allowed through a real "
+        "CloudFront origin-facing address + secret; refused: wrong edge, missing or wrong secret, spoofed leftmost "
+        "X-Forwarded-For) and print each decision with its reason code and the counters. The secret comes from "
+        "ORIGINSHIELD_DEMO_SECRET, or is generated and printed. With --check, exit after the self-check: "
+        "0 when every decision was as expected, 1 otherwise.",
+    )
+    p.add_argument("--check", action="store_true", help="exit after the self-check")
+    p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000; a free one with --check)")
+    p.set_defaults(func=_cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="originshield", description="Admit only CloudFront / AWS traffic to a web origin.")
     parser.add_argument("--version", action="version", version=f"originshield {__version__}")
@@ -77,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranges", metavar="FILE", help="ip-ranges.json (or .gz); default: the embedded snapshot")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_lookup)
+    _add_operator_commands(sub)
     return parser
 
 

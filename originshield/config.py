@@ -81,7 +81,6 @@ from typing import Any, Final
 from . import aws
 from .aws import DEFAULT_URL, AwsIpRanges, Network, Selector
 from .errors import ConfigError, OriginShieldError
-from .fetch import local_path
 from .metrics import Counters
 from .middleware import ASGIApp, OriginShield
 from .policy import CountryResolver, Policy, Route
@@ -173,7 +172,7 @@ class RangesSettings:
     @property
     def local_file(self) -> str | None:
         """The file the source names, or None for a URL or the embedded snapshot."""
-        return None if self.source == _EMBEDDED else local_path(self.source)
+        return None if self.source == _EMBEDDED else _local_path(self.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -591,7 +590,7 @@ class _Loader:
         env_source = self.env("ORIGINSHIELD_RANGES_SOURCE")
         if env_source is not None:
             source = env_source
-        elif source != _EMBEDDED and local_path(source) == source:
+        elif source != _EMBEDDED and _local_path(source) == source:
             source = self.path(source)  # a plain path in the file: relative to the file
         scheme = source.split("://", 1)[0].lower() if "://" in source else ""
         if scheme not in ("", "http", "https", "file"):
@@ -813,6 +812,12 @@ class _quiet:
 
     def __exit__(self, *exc: object) -> None:
         self.log.setLevel(self.saved)
+
+
+def _local_path(source: str) -> str | None:
+    from .fetch import local_path  # noqa: PLC0415 - the refresher's rule for what names a file
+
+    return local_path(source)
 
 
 def _load_file(path: str, config: str) -> AwsIpRanges:

@@ -1,0 +1,1 @@
+"""Runnable examples: one OriginShield configuration per deployment topology (see README.md)."""
