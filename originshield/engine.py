@@ -141,6 +141,9 @@ class _CompiledPolicy:
         self.lookup = RadixTree.build(self.records).lookup_packed
 
 
+_RouteEntry = tuple[str, bool, "frozenset[str] | None", "_CompiledRoute"]
+
+
 class _CompiledRoute:
     __slots__ = (
         "early",
@@ -192,7 +195,9 @@ class Engine:
     """Routes, policies, trusted proxies and secret compiled against one ranges snapshot."""
 
     __slots__ = (
+        "_buckets",
         "_header_ids",
+        "_root",
         "_routes",
         "_table",
         "cache",
@@ -250,6 +255,15 @@ class Engine:
         self._table = tuple(
             (r.prefix, r.prefix.endswith("/"), r.methods, cr) for r, cr in zip(ordered, crs, strict=True)
         )
+        # Routes bucketed by the first path segment: prefixes match whole segments, so a request can
+        # only match routes whose first segment equals its own, plus "/" (which matches anything).
+        root = tuple(e for e in self._table if e[0] == "/")
+        buckets: dict[str, list[_RouteEntry]] = {}
+        for entry in self._table:
+            if entry[0] != "/":
+                buckets.setdefault(entry[0].split("/")[1], []).append(entry)
+        self._buckets = {seg: (*entries, *root) for seg, entries in buckets.items()}
+        self._root = root
         self.policies: tuple[_CompiledPolicy, ...] = tuple(compiled.values())
         self.cache: LRUCache[tuple[Any, ...], _Result] | None = LRUCache(cache_size) if cache_size > 0 else None
         ids = {_XFF_NAME: _XFF, _CVA_NAME: _CVA, _CVC_NAME: _CVC}
@@ -291,7 +305,9 @@ class Engine:
     # -- the decision --------------------------------------------------------------------------------
 
     def route_for(self, method: str, path: str) -> _CompiledRoute:
-        for prefix, is_dir, methods, cr in self._table:
+        end = path.find("/", 1)
+        entries = self._buckets.get(path[1:end] if end > 0 else path[1:], self._root)
+        for prefix, is_dir, methods, cr in entries:
             # Whole segments only: "/api" covers "/api" and "/api/x", never "/apix".
             if (
                 path.startswith(prefix)
@@ -316,7 +332,17 @@ class Engine:
         without the secret header when it was present (the caller puts it in the scope), else
         ``None``; ``secret`` is the secret's verdict word.
         """
-        cr = self.route_for(method, path)
+        # Route: inlined copy of route_for (one Python call less per request).
+        end = path.find("/", 1)
+        for prefix, is_dir, methods, cr in self._buckets.get(path[1:end] if end > 0 else path[1:], self._root):  # noqa: B007
+            if (
+                path.startswith(prefix)
+                and (is_dir or len(path) == len(prefix) or path[len(prefix)] == "/")
+                and (methods is None or method in methods)
+            ):
+                break
+        else:
+            cr = self.default
 
         # One pass over the headers. ASGI promises lower-case names; a crafted or non-conforming
         # server may not, and the trust model must not be sidestepped by "X-Forwarded-For".
@@ -327,7 +353,7 @@ class Engine:
         cvc: bytes | None = None
         get = self._header_ids.get
         for item in headers:
-            name = item[0]
+            name, value = item
             hid = get(name)
             if hid is None:
                 if name.islower():
@@ -337,14 +363,14 @@ class Engine:
                     continue
             if hid == _XFF:
                 # RFC 9110 5.3: repeated lines are one list, in order.
-                xff = item[1] if xff is None else xff + b"," + item[1]
+                xff = value if xff is None else xff + b"," + value
             elif hid == _SECRET:
                 secret_count += 1
                 secret_item = item
             elif hid == _CVA:
-                cva = item[1] if cva is None else _DUPLICATE
+                cva = value if cva is None else _DUPLICATE
             else:
-                cvc = item[1] if cvc is None else _DUPLICATE
+                cvc = value if cvc is None else _DUPLICATE
 
         new_headers: list[Any] | None = None
         secret = self.secret
@@ -352,9 +378,10 @@ class Engine:
             state = _NOT_CONFIGURED
         elif not secret_count:
             state = _MISSING
-        # Removed before the app runs, even when the request is refused or only reported.
+        # The secret is removed before the app runs, even when the request is refused or reported.
         elif secret_count == 1:
-            new_headers = [h for h in headers if h is not secret_item]
+            new_headers = list(headers)
+            new_headers.remove(secret_item)  # identity matches first: removes this very item
             state = _VERIFIED if secret.verify(secret_item[1]) else _INVALID
         else:
             new_headers = [h for h in headers if h[0].lower() != secret.header]
@@ -376,25 +403,28 @@ class Engine:
         cache = self.cache if use_cache else None
         key: tuple[Any, ...] | None = None
         if cache is not None:
-            key = (
-                cr.index,
-                host,
-                xff if cr.uses_xff else None,
-                verified,
-                cva if cr.uses_cva and verified else None,
-                cvc if cr.uses_cvc and verified else None,
-            )
-            if (
-                (xff is not None and len(xff) > _MAX_KEY_XFF)
-                or (host.__class__ is not str or len(host) > _MAX_KEY_HOST)
-                or (cva is not None and len(cva) > _MAX_KEY_HEADER)
-                or (cvc is not None and len(cvc) > _MAX_KEY_HEADER)
+            if cr.uses_cva or cr.uses_cvc:
+                key = (
+                    cr.index,
+                    host,
+                    xff if cr.uses_xff else None,
+                    verified,
+                    cva if cr.uses_cva and verified else None,
+                    cvc if cr.uses_cvc and verified else None,
+                )
+                if (cva is not None and len(cva) > _MAX_KEY_HEADER) or (cvc is not None and len(cvc) > _MAX_KEY_HEADER):
+                    key = None
+            else:
+                key = (cr.index, host, xff if cr.uses_xff else None)
+            if key is not None and (
+                (xff is not None and len(xff) > _MAX_KEY_XFF) or host.__class__ is not str or len(host) > _MAX_KEY_HOST
             ):
                 key = None
-            else:
-                found = cache.get(key)
-                if found is not None:
-                    return found, new_headers, state
+            if key is not None:
+                try:
+                    return cache[key], new_headers, state
+                except KeyError:
+                    pass
         result = self._evaluate(cr, host, xff, verified, cva, cvc)
         if key is not None and cache is not None:
             cache[key] = result

@@ -272,7 +272,7 @@ class OriginShield:
             if self._lazy_start:
                 self._start_holder()
             state = self._state  # read once: this request decides with one generation throughout
-            method = scope.get("method", "GET")  # a websocket handshake is a GET
+            method = scope["method"] if kind == "http" else "GET"  # a websocket handshake is a GET
             result, headers, secret = state.decide(method, scope["path"], scope.get("client"), scope["headers"])
             outcome = result[0]
             self._counts[outcome.counter_key] += 1
