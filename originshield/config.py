@@ -68,6 +68,7 @@ directory. Environment overrides (relative paths: to the working directory) are 
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import logging
 import os
@@ -266,7 +267,7 @@ class Config:
         """The ranges a server would start with, without any network access: the source file, or
         the newest of the cache file and the embedded snapshot (what ``export`` and ``explain`` use)."""
         if self.ranges.source == _EMBEDDED:
-            return aws.load(None)
+            return _embedded()
         path = self.ranges.local_file
         if path is not None:
             return _load_file(path, self.path)
@@ -277,7 +278,7 @@ class Config:
         is started by the middleware on lifespan startup when ``refresh`` is on), or a fixed
         holder for ``source = "embedded"``."""
         if self.ranges.source == _EMBEDDED:
-            return SnapshotHolder(aws.load(None), "embedded")
+            return SnapshotHolder(_embedded(), "embedded")
         path = self.ranges.local_file
         initial = _load_file(path, self.path) if path is not None else None
         return self._refresher(initial=initial, watchers=watchers)
@@ -812,6 +813,12 @@ class _quiet:
 
     def __exit__(self, *exc: object) -> None:
         self.log.setLevel(self.saved)
+
+
+@functools.cache
+def _embedded() -> AwsIpRanges:
+    # Immutable, and the same bytes for the life of the process: parse it once (about 0.5 s).
+    return aws.load(None)
 
 
 def _local_path(source: str) -> str | None:
