@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).parent.parent
 
 
@@ -61,8 +59,7 @@ def test_demo_uses_the_secret_from_the_environment() -> None:
     assert "from ORIGINSHIELD_DEMO_SECRET" in result.stdout
 
 
-@pytest.mark.parametrize("value", ["short", "has space in it but long enough"])
-def test_demo_with_an_unusable_secret_exits_2(value: str) -> None:
-    result = run_demo({**os.environ, "ORIGINSHIELD_DEMO_SECRET": value})
+def test_demo_with_an_unusable_secret_exits_2() -> None:
+    result = run_demo({**os.environ, "ORIGINSHIELD_DEMO_SECRET": "short"})
     assert result.returncode == 2
     assert result.stderr.startswith("originshield demo: error:")
