@@ -14,7 +14,6 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -235,7 +234,7 @@ def refused_by_kernel(result: subprocess.CompletedProcess[str]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def netns() -> Iterator[list[str]]:
+def netns() -> list[str]:
     """A prefix that runs a command in a new, throw-away user + network namespace."""
     unshare = shutil.which("unshare")
     if unshare is None:
@@ -243,7 +242,7 @@ def netns() -> Iterator[list[str]]:
     probe = run([unshare, "-rn", "true"])
     if probe.returncode != 0:
         pytest.skip(f"cannot create a network namespace here: {probe.stderr.strip()}")
-    yield [unshare, "-rn"]
+    return [unshare, "-rn"]
 
 
 @pytest.mark.parametrize("policy", ["cloudfront", "region"])
