@@ -56,15 +56,13 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> str:
 def expected() -> dict[str, tuple[list[Network], list[Network]]]:
     """Collapsed prefixes per policy, computed independently of the exporter."""
     ranges = load(None)
-    out = {}
+    out: dict[str, tuple[list[Network], list[Network]]] = {}
     for name, preset in (("cloudfront", "cloudfront-origin-facing"), ("region", "region:us-east-1")):
-        nets = ranges.preset(preset).prefixes()
-        out[name] = (
-            list(ipaddress.collapse_addresses(n for n in nets if n.version == 4)),
-            list(ipaddress.collapse_addresses(n for n in nets if n.version == 6)),
-        )
-    office = [ipaddress.ip_network("198.51.100.0/24")], [ipaddress.ip_network("2001:db8:10::/48")]
-    out["office"] = office  # type: ignore[assignment]
+        found = ranges.preset(preset).prefixes()
+        v4: list[Network] = list(ipaddress.collapse_addresses(n for n in found if n.version == 4))
+        v6: list[Network] = list(ipaddress.collapse_addresses(n for n in found if n.version == 6))
+        out[name] = (v4, v6)
+    out["office"] = ([ipaddress.ip_network("198.51.100.0/24")], [ipaddress.ip_network("2001:db8:10::/48")])
     return out
 
 
