@@ -18,11 +18,15 @@ outage, and an unknown country already fails closed where it matters.
 
 **Cost.** The lookup itself walks the tree in C, but maxminddb decodes the *whole* record into
 dicts (a Country record carries names in eight languages): about 7-12 µs per found address,
-against 0.3 µs for a miss. The middleware therefore asks only after the cheap range checks passed,
-and caches the decision. The input is the packed address the middleware already has, turned into
-text with ``inet_ntop``: measured on the reader's C extension, text is the cheapest input (a miss
-costs 0.36 µs from a ``str``, 0.9 µs from ``inet_ntop`` + ``str``, 1.5 µs from
-``ipaddress.IPv4Address(packed)``) and it needs no ``ipaddress`` import on the hot path.
+against 0.3 µs for a miss. Three things keep that off most requests: the middleware asks only
+after the cheap range checks passed, it caches decisions, and this class remembers the answer per
+address block (/16 or /24 for IPv4, /32 or /48 for IPv6) whenever the network maxminddb reports for
+a lookup covers the whole block, so that the next viewer from the same block costs two dict probes
+(about 0.2 µs) instead of a decode. The block cache belongs to one reader (a reload starts empty)
+and is emptied when it reaches 65,536 entries. The input is the packed address the middleware
+already has, turned into text with ``inet_ntop``: measured on the reader's C extension, text is
+the cheapest input (a miss costs 0.36 µs from a ``str``, 0.9 µs from ``inet_ntop`` + ``str``,
+1.5 µs from ``ipaddress.IPv4Address(packed)``) and it needs no ``ipaddress`` import on the hot path.
 
 **Reload** (design.md, data flow). The refresher calls :meth:`check` every ``watch_interval``; it
 compares the file's (mtime_ns, size, inode, device) with the version in service
@@ -76,6 +80,10 @@ DEFAULT_VERIFY_NETWORKS: Final = 10_000
 _COUNTRY_TYPES: Final = re.compile(r"country|city|enterprise", re.IGNORECASE)
 _ISO_CODE: Final = re.compile(r"[A-Z]{2}")
 
+#: Entries of a reader's block cache before it is emptied (a few MB at most).
+_MAX_BLOCKS: Final = 65_536
+_MISSING: Final = object()
+
 
 class GeoIPDatabaseError(ConfigError):
     """A GeoIP database file cannot be used; the message names the file and the reason."""
@@ -110,10 +118,11 @@ class _Reader:
     """One opened file: the reader plus what the hot path needs, read through one attribute."""
 
     __slots__ = (
+        "blocks",
         "build_epoch",
         "database_type",
         "generation",
-        "get",
+        "get_with_prefix_len",
         "ip_version",
         "ipv6",
         "loaded_at",
@@ -124,7 +133,11 @@ class _Reader:
     def __init__(self, reader: Any, generation: int) -> None:
         meta = reader.metadata()
         self.reader = reader
-        self.get: Callable[[str], object] = reader.get
+        self.get_with_prefix_len: Callable[[str], tuple[object, int]] = reader.get_with_prefix_len
+        #: Answers per address block (key: the first 2 or 3 bytes of an IPv4 address, 4 or 6 of an
+        #: IPv6 one; the lengths never collide) for blocks that lie inside one network of the file.
+        #: It belongs to this reader, so a reload starts empty.
+        self.blocks: dict[bytes, str | None] = {}
         self.database_type: str = str(meta.database_type)
         self.build_epoch: int = int(meta.build_epoch)
         self.ip_version: int = int(meta.ip_version)
@@ -303,22 +316,43 @@ class CountryDatabase:
         Never raises for any ``bytes`` input; never blocks (the file is memory-mapped).
         """
         active = self._active  # read once: a concurrent swap cannot change the reader under us
+        blocks = active.blocks
         size = len(packed)
+        # Block cache first: two dict probes (a /16 then a /24 key for IPv4, /32 then /48 for IPv6)
+        # instead of decoding a whole record.
         if size == 4:
-            text = inet_ntop(AF_INET, packed)
+            found = blocks.get(packed[:2], _MISSING)
+            if found is _MISSING:
+                found = blocks.get(packed[:3], _MISSING)
+                if found is _MISSING:
+                    return self._resolve(active, packed, inet_ntop(AF_INET, packed), 2, 3)
         elif size == 16 and active.ipv6:
-            text = inet_ntop(AF_INET6, packed)
+            found = blocks.get(packed[:4], _MISSING)
+            if found is _MISSING:
+                found = blocks.get(packed[:6], _MISSING)
+                if found is _MISSING:
+                    return self._resolve(active, packed, inet_ntop(AF_INET6, packed), 4, 6)
         else:
             # IPv6 on an IPv4-only database (maxminddb raises ValueError), or not an address.
             return None
+        return found  # type: ignore[return-value]
+
+    def _resolve(self, active: _Reader, packed: bytes, text: str, wide: int, narrow: int) -> str | None:
         try:
-            record = active.get(text)
+            record, prefix_len = active.get_with_prefix_len(text)
         except Exception as exc:  # corrupt record (InvalidDatabaseError), reader closed at shutdown
             self._lookup_failed(active, text, exc)
             return None
-        if record is None:
-            return None
-        return _code(record, self._fallback)
+        code = None if record is None else _code(record, self._fallback)
+        # The network the answer belongs to covers the whole /16 (/24) of the address when its
+        # prefix is at most that long: every address there gets this answer from this file.
+        # (For IPv4 text the reader reports IPv4 prefix lengths, also in an IPv6 database.)
+        blocks = active.blocks
+        if prefix_len <= 8 * narrow:
+            if len(blocks) >= _MAX_BLOCKS:
+                blocks.clear()  # bounded; an attacker cycling blocks only costs us the decode
+            blocks[packed[:wide] if prefix_len <= 8 * wide else packed[:narrow]] = code
+        return code
 
     def _lookup_failed(self, active: _Reader, text: str, exc: Exception) -> None:
         with self._error_lock:

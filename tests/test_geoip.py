@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import os
+import random
 import shutil
 import threading
 from collections.abc import Iterator, Mapping
@@ -18,8 +19,9 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
+from originshield import geoip as geoip_module
 from originshield.errors import ConfigError
-from originshield.geoip import CountryDatabase, GeoIPDatabaseError
+from originshield.geoip import CountryDatabase, GeoIPDatabaseError, _code
 from originshield.policy import CountryResolver
 from originshield.radix import pack_address
 from originshield.refresher import Reloadable
@@ -185,6 +187,49 @@ def test_malformed_codes_are_unknown(tmp_path: Path) -> None:
         assert [lookup(db, f"10.0.{i}.1") for i in range(5)] == [None, None, None, None, "FR"]
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", [*COUNTRY_DBS, "GeoIP2-City-Test.mmdb"])
+def test_block_cache_gives_the_readers_answers(name: str, mode: int) -> None:
+    """The per-block answer cache (a /16 or /24, /32 or /48 inside one network of the file) never
+    changes an answer: every address is asked twice (the second time usually from the cache) and
+    compared with a fresh maxminddb reader, over every source network's edges (the smallest
+    networks of the file sit next to large ones) and random addresses."""
+    rng = random.Random(5)
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for item in json.loads((DATA / "source-data" / "GeoIP2-Country-Test.json").read_text()):
+        for key in item:
+            net = ipaddress.ip_network(key, strict=False)
+            if net.prefixlen >= 96 and int(net.network_address) >> 32 == 0:
+                net = ipaddress.ip_network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96), strict=False)
+            for edge in (int(net.network_address), int(net.broadcast_address)):
+                for delta in (-1, 0, 1):
+                    addresses.append(ipaddress.ip_address(max(0, edge + delta) if net.version == 4 else edge + delta))
+    addresses += [ipaddress.IPv4Address(rng.getrandbits(32)) for _ in range(3000)]
+    for top in (0x2001_0000, 0x2A02_0000):  # where the file's IPv6 networks are
+        addresses += [
+            ipaddress.IPv6Address(top << 96 | rng.getrandbits(96) >> rng.randrange(1, 40)) for _ in range(1500)
+        ]
+    rng.shuffle(addresses)
+    raw = maxminddb.open_database(str(DATA / name), mode)
+    with CountryDatabase(DATA / name, mode=mode) as db:
+        for _ in range(2):
+            for addr in addresses:
+                expected = _code(raw.get(addr), fallback=False)
+                assert db.country(pack_address(str(addr))) == expected, str(addr)
+        assert len(db._active.blocks) > 0
+    raw.close()
+
+
+def test_block_cache_is_bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(geoip_module, "_MAX_BLOCKS", 100)
+    path = build(tmp_path / "big.mmdb", {"10.0.0.0/8": "FR"})
+    with CountryDatabase(path) as db:
+        for i in range(1000):
+            assert db.country(bytes((20 + i % 200, i // 200, 0, 1))) is None  # not found: /8-ish gaps
+            assert db.country(bytes((10, i % 256, i // 256, 1))) == "FR"
+            assert len(db._active.blocks) <= 100
+
+
 def test_protocols() -> None:
     with CountryDatabase(DATA / "GeoIP2-Country-Test.mmdb", name="geo") as db:
         assert isinstance(db, CountryResolver)
@@ -327,9 +372,9 @@ def test_check_reloads_only_on_change_and_notifies_after_the_swap(tmp_path: Path
     with CountryDatabase(path) as db:
         db.subscribe(lambda d: seen.append((d.status.generation, lookup(d, "3.2.34.1"))))
         assert db.check() is False
-        assert lookup(db, "3.2.34.1") == "US"
+        assert (lookup(db, "3.2.34.1"), lookup(db, "44.200.0.1")) == ("US", "DE")
         build(path, DE_US)
-        assert lookup(db, "3.2.34.1") == "US"  # nothing changes before check()
+        assert (lookup(db, "3.2.34.1"), lookup(db, "44.200.0.1")) == ("US", "DE")  # nothing changes before check()
         assert db.check() is True
         assert lookup(db, "3.2.34.1") == "DE"
         assert lookup(db, "44.200.0.1") == "US"
@@ -391,7 +436,7 @@ def test_retired_reader_is_closed_only_when_no_lookup_holds_it(tmp_path: Path) -
         db.check()
         db.check()
         assert db.status.retired == 1, "closed while a lookup still held it"
-        assert held.get("3.2.34.1") == {"country": {"iso_code": "US"}}  # still readable
+        assert held.reader.get("3.2.34.1") == {"country": {"iso_code": "US"}}  # still readable
         del held
         db.check()
         assert db.status.retired == 0
