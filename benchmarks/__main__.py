@@ -11,6 +11,7 @@ makes the exit status 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -64,15 +65,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", help=f"comma-separated groups to run ({', '.join(GROUPS)}); the others are marked not run"
     )
+    parser.add_argument(
+        "--loadgen",
+        choices=("auto", "python"),
+        default="auto",
+        help="end-to-end load generator: wrk when installed (auto), or force the Python fallback",
+    )
     args = parser.parse_args(argv)
+    if args.loadgen == "python":
+        os.environ["ORIGINSHIELD_BENCH_LOADGEN"] = "python"
     groups = GROUPS if not args.only else tuple(g.strip() for g in args.only.split(","))
     unknown = [g for g in groups if g not in RUNNERS]
     if unknown:
         parser.error(f"unknown group(s): {', '.join(unknown)}")
     out: Path = args.out or REPO / "benchmarks" / "results" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    command = (
-        "python -m benchmarks" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
-    )
+    command = "python -m benchmarks" + (" --quick" if args.quick else "")
+    command += f" --only {args.only}" if args.only else ""
+    command += " --loadgen python" if args.loadgen == "python" else ""
     machine = machine_info()
     sections: list[Section] = []
     failed = False

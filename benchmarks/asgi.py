@@ -131,8 +131,8 @@ def run(quick: bool = False) -> Section:
         section.notes.append(f"originshield.middleware not available: {exc}.")
         return section
 
-    rounds = 1 if quick else 7
-    calls = 2000 if quick else 20000
+    rounds = 1 if quick else 5
+    calls = 2000 if quick else 10000
     distinct_miss = 8192
     edges = edge_addresses(distinct_miss)
     viewers = viewer_addresses(distinct_miss)

@@ -598,8 +598,8 @@ def run(quick: bool = False, workdir: Path | None = None) -> list[Section]:
     with tempfile.TemporaryDirectory(prefix="originshield-bench-") as tmp:
         plan = default_plan(quick, Path(workdir or tmp))
         execute(plan, quick, Path(workdir or tmp))
-    sections = [e2e_section(plan, quick)]
-    by = {ld.name: ld for ld in plan.loads}
-    sections += [hook(by, quick) for hook in plan.sections]
+        sections = [e2e_section(plan, quick)]
+        by = {ld.name: ld for ld in plan.loads}
+        sections += [hook(by, quick) for hook in plan.sections]  # they may read files in the workdir
     sections[0].seconds = time.perf_counter() - started
     return sections

@@ -58,6 +58,9 @@ class LoadResult:
 
 
 def wrk_path() -> str | None:
+    """wrk's path; None when missing or when ``--loadgen python`` (ORIGINSHIELD_BENCH_LOADGEN) forces the fallback."""
+    if os.environ.get("ORIGINSHIELD_BENCH_LOADGEN") == "python":
+        return None
     return shutil.which("wrk")
 
 

@@ -70,13 +70,15 @@ def _plot(plot: Series | Curves | Bars, path: Path) -> None:
                 ax.set_xscale("log")
         elif isinstance(plot, Curves):
             fig.set_size_inches(9, 5)
-            for name, points in plot.curves.items():
+            styles = ("-", "--", ":", "-.")
+            for i, (name, points) in enumerate(plot.curves.items()):
                 if not points:
                     continue
                 # x = 1 / (1 - p): the tail gets as much room as the median (HdrHistogram style).
                 xs = [1 / (1 - min(p, 99.999) / 100) for p, _ in points]
-                ax.plot(xs, [v for _, v in points], label=name)
+                ax.plot(xs, [v for _, v in points], label=name, linestyle=styles[(i // 10) % len(styles)])
             ax.set_xscale("log")
+            ax.set_yscale("log")
             ticks = [50, 90, 99, 99.9]
             ax.set_xticks([1 / (1 - t / 100) for t in ticks])
             ax.set_xticklabels([f"p{t:g}" for t in ticks])

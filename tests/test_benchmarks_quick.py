@@ -72,3 +72,24 @@ def test_raw_results_are_json(quick_run: tuple[Path, subprocess.CompletedProcess
     keys = [s["key"] for s in raw["sections"]]
     assert keys[: len(SECTION_TITLES)] == list(SECTION_TITLES)
     assert raw["command"] == "python -m benchmarks --quick"
+
+
+def test_python_load_generator_fallback(tmp_path: Path) -> None:
+    """Without wrk the end-to-end section falls back to the Python load generator and says so."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "e2e", "--loadgen", "python", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (tmp_path / "report.md").read_text()
+    assert "Python asyncio load generator" in report
+    assert "apt-get install wrk" in report
+    assert "| bare | " in report
+    assert (tmp_path / "e2e-1.png").exists()
+    # Sections that were not selected are still present, marked as not run.
+    assert "## Lookup (issue 2)" in report
+    assert "Not run." in report
