@@ -1,19 +1,83 @@
 """Background refresher: keeps the AWS ranges (and other reloadable files) fresh without downtime.
 
-Work in progress: the watcher protocol below is stable (the GeoIP reload uses it); the refresher
-thread follows.
+:class:`Refresher` is a :class:`~originshield.snapshot.SnapshotHolder` whose data a background
+thread keeps current. The middleware reads ``refresher.current`` like any holder's; it calls
+``start()`` on lifespan startup and ``stop(timeout)`` on shutdown.
+
+One tick (every ``interval``, default 10 minutes, jittered so that a fleet does not poll in step):
+
+1. Pick up a newer cache file another worker process wrote (no network).
+2. Take the cross-process file lock (one fetcher per host); if another worker fetched while we
+   waited, use its result instead of fetching again.
+3. Conditional GET (ETag / Last-Modified): a 304 costs no parse and no rebuild.
+4. Validate before any swap: the document parses and validates (:mod:`originshield.aws`), the
+   optional MD5 matches, the syncToken does not go backwards, every selection a policy uses is
+   non-empty, and the shrink guard (below) agrees.
+5. Publish a new immutable snapshot by one reference assignment; write the document to the cache
+   file atomically.
+
+Any failure keeps the data in service, is logged and counted, and the next attempt comes after an
+exponential backoff with jitter (capped at the interval). A tick never raises out of the thread.
+
+**Shrink guard.** A broken or hostile document that drops most ranges would otherwise lock out
+every real CloudFront edge at once. The guard measures the *address space* of each selection that
+would stop being covered (not a count of prefixes: AWS re-splits ranges, e.g. on 2025-07-09 it
+replaced 475 origin-facing IPv6 /48s by one covering /39, which removes no address at all). Past
+``shrink_threshold`` (default 25%, per IP version) the removals are held back while the additions
+are applied at once: a guard that refused a whole document after one large change would recreate
+the very outage this product exists to prevent. Held removals are applied when ``confirmations``
+newer publications confirm them, or when an operator forces it (``refresh_now(force=True)``,
+``release_held()``, ``originshield fetch --force``).
+
+**Not stalling the event loop.** ``json.loads`` of the 2.6 MB document is one C call that holds
+the GIL for about 30 ms, and building 16,828 records from scratch takes about 0.2 s of Python;
+run in a thread next to an asyncio server, both show up directly in request latency. The
+document is therefore parsed entry by entry (the C scanner of :mod:`json`, one small object at a
+time), the thread sleeps briefly every few dozen entries so the event loop gets the GIL, and
+records unchanged since the previous publication (nearly all of them) are reused instead of
+rebuilt. The same validation as :func:`originshield.aws.AwsIpRanges.from_bytes` applies; tests
+check both agree on every real publication.
+
+**Other reloadable files** (the GeoIP ``.mmdb``): anything implementing :class:`Reloadable` can be
+registered (``watchers=`` or :meth:`Refresher.add_watcher`) and is checked every
+``watch_interval`` (default 30 s); :class:`WatchedFile` implements it for one file-backed object.
 """
 
 from __future__ import annotations
 
+import json
+import json.scanner
 import logging
 import os
+import random
+import re
+import ssl
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["FileSignature", "FileWatcher", "Reloadable", "WatchedFile"]
+from . import aws
+from .aws import DEFAULT_URL, AwsIpRanges, Network, Record, Selector
+from .cachefile import CacheFiles, CacheMeta, LockTimeout
+from .errors import ConfigError, RangesError
+from .fetch import FetchError, fetch, local_path, md5_hex
+from .snapshot import SnapshotHolder, Source
+
+__all__ = [
+    "FileSignature",
+    "FileWatcher",
+    "RefreshResult",
+    "Refresher",
+    "RefresherStatus",
+    "Reloadable",
+    "StaleAction",
+    "WatchedFile",
+    "WatcherStatus",
+]
 
 logger = logging.getLogger("originshield.refresher")
 
@@ -149,3 +213,966 @@ class WatchedFile(Generic[T]):
                 self._closer(obj)
             except Exception:
                 logger.warning("closing the previous version of %s failed", self.name, exc_info=True)
+
+
+# -- results and status ---------------------------------------------------------------------------
+
+Outcome = Literal["applied", "not-modified", "unchanged", "cache", "refused", "failed"]
+
+#: What requests should get while the data is stale: keep serving the last known good data (the
+#: default: a stale allowlist is nearly always right, an empty one always wrong), or let the
+#: middleware reject (fail closed) for deployments that prefer an outage to old data.
+StaleAction = Literal["serve", "reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    """What one refresh did.
+
+    ``outcome``: ``applied`` (a new snapshot is in service), ``not-modified`` (HTTP 304 or an
+    unchanged local file: no parse, no rebuild), ``unchanged`` (the same syncToken again),
+    ``cache`` (another worker's download was picked up from the cache file), ``refused`` (a
+    document was received but failed validation), ``failed`` (nothing usable was received).
+    ``reason`` is a short code for the last two, e.g. ``http-error``, ``timeout``,
+    ``invalid-document``, ``older-sync-token``, ``empty-selection``, ``md5-mismatch``.
+    """
+
+    outcome: Outcome
+    message: str
+    sync_token: int
+    generation: int
+    reason: str | None = None
+    #: Records the shrink guard keeps serving although the newest document dropped them.
+    held_back: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome not in ("refused", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class WatcherStatus:
+    name: str
+    reloads: int
+    failures: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefresherStatus:
+    """A consistent picture of the refresher, for ``originshield status`` and health endpoints."""
+
+    url: str
+    sync_token: int
+    create_date: datetime
+    #: Time since AWS published the data in service (its createDate).
+    age: timedelta
+    source: Source
+    generation: int
+    #: Last time the source confirmed the data in service is current (a 200, a 304, or another
+    #: worker's confirmation read from the cache file); None if never since startup.
+    last_success: datetime | None
+    last_attempt: datetime | None
+    last_error: str | None
+    last_error_at: datetime | None
+    consecutive_failures: int
+    failures: int
+    #: Outcome and failure-reason counters since startup, e.g. {"applied": 3, "timeout": 1}.
+    counts: Mapping[str, int]
+    stale: bool
+    max_age: timedelta
+    stale_action: StaleAction
+    #: The records held back by the shrink guard, as "prefix region service".
+    held_back: tuple[str, ...]
+    running: bool
+    cache_path: str | None
+    watchers: tuple[WatcherStatus, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        def iso(value: datetime | None) -> str | None:
+            return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+        return {
+            "url": self.url,
+            "sync_token": self.sync_token,
+            "create_date": iso(self.create_date),
+            "age_seconds": round(self.age.total_seconds()),
+            "source": self.source,
+            "generation": self.generation,
+            "last_success": iso(self.last_success),
+            "last_attempt": iso(self.last_attempt),
+            "last_error": self.last_error,
+            "last_error_at": iso(self.last_error_at),
+            "consecutive_failures": self.consecutive_failures,
+            "failures": self.failures,
+            "counts": dict(self.counts),
+            "stale": self.stale,
+            "max_age_seconds": round(self.max_age.total_seconds()),
+            "stale_action": self.stale_action,
+            "held_back": list(self.held_back),
+            "running": self.running,
+            "cache_path": self.cache_path,
+            "watchers": [
+                {"name": w.name, "reloads": w.reloads, "failures": w.failures, "last_error": w.last_error}
+                for w in self.watchers
+            ],
+        }
+
+
+# -- the refresher ----------------------------------------------------------------------------------
+
+_instances: weakref.WeakSet[Refresher] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A forked worker (gunicorn, multiprocessing "fork") inherits the object but not the thread,
+    # and may inherit a lock that the parent's refresher thread held at the moment of fork.
+    for refresher in list(_instances):
+        refresher._reinit_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Refresher(SnapshotHolder):
+    """A :class:`SnapshotHolder` kept fresh from ``url`` by a background thread.
+
+    The constructor never touches the network: it serves the newest of the cache file (when
+    ``cache_dir`` is given) and the snapshot embedded in the package, so the application starts
+    offline (``initial`` replaces the embedded snapshot, e.g. a file the operator ships).
+    ``selectors`` are the selections the policies use: each must stay non-empty and is
+    what the shrink guard measures (none given: the whole document).
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        selectors: Sequence[Selector] = (),
+        interval: float = 600.0,
+        jitter: float = 0.1,
+        backoff_initial: float = 15.0,
+        timeout: float = 10.0,
+        deadline: float = 60.0,
+        max_bytes: int = 32 * 1024 * 1024,
+        max_age: float = 86400.0,
+        stale_action: StaleAction = "serve",
+        shrink_threshold: float = 0.25,
+        confirmations: int = 2,
+        watchers: Iterable[Reloadable] = (),
+        watch_interval: float = 30.0,
+        initial: AwsIpRanges | None = None,
+        lock_timeout: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        name: str = "originshield-refresher",
+    ) -> None:
+        _positive("interval", interval)
+        _positive("backoff_initial", backoff_initial)
+        _positive("timeout", timeout)
+        _positive("deadline", deadline)
+        _positive("max_age", max_age)
+        _positive("watch_interval", watch_interval)
+        if not 0 <= jitter < 1:
+            raise ConfigError(f"jitter: must be in [0, 1), got {jitter!r}")
+        if not 0 < shrink_threshold <= 1:
+            raise ConfigError(f"shrink_threshold: must be in (0, 1], got {shrink_threshold!r}")
+        if isinstance(confirmations, bool) or not isinstance(confirmations, int) or confirmations < 1:
+            raise ConfigError(f"confirmations: must be an integer >= 1, got {confirmations!r}")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or not 0 < max_bytes <= aws.MAX_DOCUMENT_BYTES:
+            raise ConfigError(f"max_bytes: must be an integer in 1..{aws.MAX_DOCUMENT_BYTES}, got {max_bytes!r}")
+        if stale_action not in ("serve", "reject"):
+            raise ConfigError(f"stale_action: must be 'serve' or 'reject', got {stale_action!r}")
+        if not isinstance(url, str) or not url:
+            raise ConfigError(f"url: must be a non-empty string, got {url!r}")
+        scheme = url.split(":", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("", "http", "https", "file"):
+            raise ConfigError(f"url: unsupported scheme {scheme!r} in {url!r} (https, http, file or a path)")
+        selectors = tuple(selectors)
+        for sel in selectors:
+            if not isinstance(sel, Selector):
+                raise ConfigError(f"selectors: expected originshield.aws.Selector, got {sel!r}")
+
+        self.url = url
+        self._local_path = local_path(url)
+        self._selectors = selectors or (Selector.of(name="all"),)
+        self._interval, self._jitter, self._backoff_initial = interval, jitter, backoff_initial
+        self._timeout, self._deadline, self._max_bytes = timeout, deadline, max_bytes
+        self._max_age = timedelta(seconds=max_age)
+        self.stale_action: StaleAction = stale_action
+        self._shrink_threshold, self._confirmations = shrink_threshold, confirmations
+        self._watch_interval = watch_interval
+        self._lock_timeout = lock_timeout if lock_timeout is not None else deadline + 2 * timeout
+        self._ssl_context = ssl_context
+        self._name = name
+        self._cache = CacheFiles(cache_dir) if cache_dir is not None else None
+
+        # Guard state: the last accepted document (without held records), and held record ->
+        # number of newer publications that confirmed its removal.
+        self._held: dict[Record, int] = {}
+        self._interner = _Interner()
+        self._etag: str | None = None
+        self._last_modified: str | None = None
+        self._cache_sig: FileSignature | None = None
+        self._source_sig: FileSignature | None = None
+
+        self._counts: dict[str, int] = {}
+        self._consecutive_failures = 0
+        self._failures = 0
+        self._last_success: float | None = None
+        self._last_attempt: float | None = None
+        self._last_error: str | None = None
+        self._last_error_at: float | None = None
+        #: Read by the middleware (one attribute load, no clock call per request) together with
+        #: ``stale_action``; updated on every tick and refresh.
+        self.stale = False
+
+        self._watchers: list[Reloadable] = []
+        self._watch_stats: dict[int, list[Any]] = {}
+        for w in watchers:
+            self.add_watcher(w)
+
+        self._init_locks()
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+        doc, source = self._initial_document(initial)
+        self._interner.seed(doc.records)
+        self._doc = doc
+        super().__init__(doc, source)
+        self._update_stale()
+        _instances.add(self)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background thread (idempotent; a stopped refresher is not restarted)."""
+        with self._state_lock:
+            if self._stopped or (self._thread is not None and self._thread.is_alive()):
+                return
+            self._stop_event = threading.Event()
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float | None = 5.0) -> bool:
+        """Stop the thread; True when it has ended within ``timeout``. Safe to call repeatedly.
+
+        A refresh in progress finishes its current step first (a download is bounded by the
+        socket timeout), so ``timeout`` may expire first; the thread is a daemon and never
+        blocks interpreter exit.
+        """
+        with self._state_lock:
+            self._stopped = True
+            self._stop_event.set()
+            thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def _init_locks(self) -> None:
+        self._refresh_lock = threading.Lock()  # one refresh at a time in this process
+        self._state_lock = threading.Lock()  # counters and thread bookkeeping (never held long)
+
+    def _reinit_after_fork(self) -> None:
+        self._init_locks()
+        self._lock = threading.Lock()  # SnapshotHolder's publish lock
+        if self._cache is not None:
+            self._cache = CacheFiles(self._cache.directory)
+        was_running = self._thread is not None and not self._stopped
+        self._thread = None
+        if was_running:
+            self.start()
+
+    def add_watcher(self, watcher: Reloadable) -> None:
+        """Check ``watcher`` every ``watch_interval`` from now on (see :class:`Reloadable`)."""
+        if not isinstance(watcher, Reloadable):
+            raise ConfigError(f"watchers: {watcher!r} has no name/check() (see originshield.refresher.Reloadable)")
+        self._watchers.append(watcher)
+        self._watch_stats[id(watcher)] = [0, 0, None]
+
+    # -- the thread -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stop = self._stop_event
+        now = time.monotonic()
+        # A short random delay first: the workers of one host (and the hosts of a fleet) started
+        # together must not all hit the source in the same second.
+        next_refresh = now + random.uniform(0, min(5.0, self._interval))
+        next_watch = now + self._watch_interval
+        while not stop.wait(max(0.0, min(next_refresh, next_watch) - time.monotonic())):
+            now = time.monotonic()
+            if now >= next_watch:
+                self._guarded(self.check_watchers)
+                next_watch = time.monotonic() + self._watch_interval
+            if now >= next_refresh:
+                ok = self._guarded(self._tick)
+                next_refresh = time.monotonic() + self._next_delay(ok)
+
+    def _guarded(self, step: Callable[[], object]) -> bool:
+        try:
+            return step() is not False
+        except Exception:  # never let one bad tick end the thread
+            logger.exception("refresher tick failed unexpectedly")
+            self._count("internal-error")
+            return False
+
+    def _tick(self) -> bool:
+        result = self._refresh(force=False, expected_md5=None, recently=self._interval / 2)
+        self._update_stale()
+        if self.stale:
+            logger.warning(
+                "AWS ranges are stale: last confirmed %s, older than max_age %s; %s",
+                _iso(self._last_success) or "never since startup",
+                self._max_age,
+                "still serving the last known good data" if self.stale_action == "serve" else "requests are rejected",
+            )
+        return result.ok
+
+    def _next_delay(self, ok: bool) -> float:
+        if ok:
+            return self._interval * random.uniform(1 - self._jitter, 1 + self._jitter)
+        # Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff And
+        # Jitter"), capped at the normal interval: failing must never mean checking less often.
+        ceiling = min(self._interval, self._backoff_initial * 2 ** min(self._consecutive_failures - 1, 30))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def check_watchers(self) -> int:
+        """Check every registered :class:`Reloadable` now; returns how many swapped."""
+        swapped = 0
+        for w in list(self._watchers):
+            stats = self._watch_stats[id(w)]
+            try:
+                if w.check():
+                    swapped += 1
+                    stats[0] += 1
+            except Exception as exc:
+                stats[1] += 1
+                stats[2] = f"{type(exc).__name__}: {exc}"
+                self._count("watcher-error")
+                logger.warning("reload of %s failed, keeping the version in service: %s", w.name, exc)
+        return swapped
+
+    # -- refreshing -------------------------------------------------------------------------------
+
+    def refresh_now(self, *, force: bool = False, expected_md5: str | None = None) -> RefreshResult:
+        """Fetch, validate and (if newer) apply the source document now, in the calling thread.
+
+        ``force``: apply the removals the shrink guard holds back. ``expected_md5``: the hex MD5
+        of the document, as AWS's SNS ``AmazonIpSpaceChanged`` notification carries it.
+        """
+        return self._refresh(force=force, expected_md5=expected_md5, recently=0.0)
+
+    def release_held(self) -> RefreshResult:
+        """Apply the removals the shrink guard holds back, without fetching (an operator's call)."""
+        with self._refresh_lock:
+            result = self._release_held()
+        self._record(result)
+        return result
+
+    def _refresh(self, *, force: bool, expected_md5: str | None, recently: float) -> RefreshResult:
+        with self._refresh_lock:
+            self._last_attempt = time.time()
+            try:
+                result = self._refresh_locked(force, expected_md5, recently)
+            except Exception as exc:  # a bug must not escape into the thread or the caller's loop
+                logger.exception("refresh failed unexpectedly")
+                result = self._result("failed", f"internal error: {exc!r}", "internal-error")
+        self._record(result)
+        return result
+
+    def _refresh_locked(self, force: bool, expected_md5: str | None, recently: float) -> RefreshResult:
+        cache = self._cache
+        if cache is None:
+            return self._fetch_and_apply(force, expected_md5)
+        started = time.time()
+        picked = self._adopt_cache()
+        try:
+            with cache.lock(self._lock_timeout) as free:
+                meta = cache.read_meta()
+                if not free:
+                    # Another worker fetched while we waited: take its result, do not fetch again.
+                    picked = self._adopt_cache() or picked
+                # Skip the download when some worker confirmed the data in service after we began
+                # (or, on a timer tick, recently enough): N workers cost one fetch per interval.
+                if (
+                    not force
+                    and expected_md5 is None
+                    and meta is not None
+                    and meta.sync_token == self.current.sync_token
+                    and meta.checked_at >= started - recently
+                ):
+                    self._last_success = max(self._last_success or 0.0, meta.checked_at)
+                    return picked or self._result("cache", "another worker checked the source recently")
+                return self._fetch_and_apply(force, expected_md5)
+        except LockTimeout as exc:
+            return picked or self._result("failed", str(exc), "lock-timeout")
+        except OSError as exc:
+            return picked or self._result("failed", f"cache directory: {exc}", "cache-error")
+
+    def _fetch_and_apply(self, force: bool, expected_md5: str | None) -> RefreshResult:
+        source: Source = "network"
+        sig: FileSignature | None = None
+        if self._local_path is not None:
+            source = "file"
+            try:
+                sig = FileSignature.of(self._local_path)
+            except OSError as exc:
+                return self._result("failed", f"cannot read {self._local_path}: {exc}", "file-error")
+            if sig == self._source_sig and not force and expected_md5 is None:
+                return self._confirmed("not-modified", f"{self._local_path} unchanged")
+        try:
+            fetched = fetch(
+                self.url,
+                etag=None if force or expected_md5 else self._etag,
+                last_modified=None if force or expected_md5 else self._last_modified,
+                timeout=self._timeout,
+                deadline=self._deadline,
+                max_bytes=self._max_bytes,
+                context=self._ssl_context,
+            )
+        except FetchError as exc:
+            return self._result("failed", str(exc), exc.reason)
+        if fetched.status == "not-modified":
+            self._write_meta_checked()
+            if force and self._held:
+                return self._release_held()
+            return self._confirmed("not-modified", "304 Not Modified")
+        body = fetched.body
+        if expected_md5 is not None and md5_hex(body) != expected_md5.strip().lower():
+            return self._result(
+                "refused", f"MD5 {md5_hex(body)} does not match the expected {expected_md5}", "md5-mismatch"
+            )
+        try:
+            doc = self._parse(body, source)
+        except RangesError as exc:
+            return self._result("refused", f"invalid document from {self.url}: {exc}", "invalid-document")
+        result = self._apply(doc, source, force=force)
+        if result.ok:
+            self._source_sig = sig
+            if result.outcome in ("applied", "unchanged"):
+                self._etag, self._last_modified = fetched.etag, fetched.last_modified
+                self._write_cache(body, doc.sync_token, force)
+        return result
+
+    def _parse(self, body: bytes, source: str) -> AwsIpRanges:
+        return _parse_document(body, source, self._interner, _yield_gil)
+
+    def _apply(self, doc: AwsIpRanges, source: Source, *, force: bool) -> RefreshResult:
+        current = self.current
+        if doc.sync_token < current.sync_token:
+            return self._result(
+                "refused",
+                f"syncToken {doc.sync_token} is older than the {current.sync_token} in service"
+                " (a replayed document or a stale mirror)",
+                "older-sync-token",
+            )
+        if doc.sync_token == current.sync_token:
+            if force and self._held:
+                return self._release_held()
+            return self._confirmed("unchanged", f"syncToken {doc.sync_token} already in service")
+        for sel in self._selectors:
+            if not any(True for _ in _selected(sel, doc.records)):
+                return self._result(
+                    "refused", f"selection {sel.name!r} is empty in syncToken {doc.sync_token}", "empty-selection"
+                )
+        held, newly_held, share = self._guard(doc, force)
+        records = doc.records + tuple(r for r in held if r not in _as_set(doc.records)) if held else doc.records
+        served = AwsIpRanges(doc.sync_token, doc.create_date, records, doc.source)
+        try:
+            self.publish(served, source, held_back=tuple(held))
+        except Exception as exc:  # a listener (e.g. the middleware compiling its trees) vetoed the swap
+            logger.warning("swap to syncToken %d vetoed by a listener: %r", doc.sync_token, exc)
+            return self._result(
+                "refused", f"a snapshot listener refused syncToken {doc.sync_token}: {exc!r}", "listener-error"
+            )
+        self._doc, self._held = doc, held
+        message = f"syncToken {doc.sync_token} ({doc.create_date:%Y-%m-%dT%H:%M:%SZ}) in service"
+        if newly_held:
+            self._count("guarded")
+            message += (
+                f"; shrink guard: {newly_held} removed record(s) ({share:.0%} of a selection's address space) "
+                f"held back until {self._confirmations} newer publication(s) confirm"
+            )
+            logger.warning("%s", message)
+        return self._confirmed("applied", message)
+
+    def _guard(self, doc: AwsIpRanges, force: bool) -> tuple[dict[Record, int], int, float]:
+        """The held-back records after ``doc``, how many it newly holds, and the shrink share."""
+        if force:
+            return {}, 0, 0.0
+        new = _as_set(doc.records)
+        held: dict[Record, int] = {}
+        released = 0
+        for rec, count in self._held.items():
+            if rec in new:
+                continue  # re-added: nothing to hold any more
+            if count + 1 >= self._confirmations:
+                released += 1  # confirmed by enough newer publications: the removal is real
+            else:
+                held[rec] = count + 1
+        if released:
+            logger.info("shrink guard: %d held-back removal(s) confirmed and applied", released)
+        removed = [r for r in self._doc.records if r not in new]
+        if not removed:
+            return held, 0, 0.0
+        baseline = self._doc.records + tuple(held)
+        candidate = doc.records + tuple(held)
+        share = max(_removed_share(_prefixes(sel, baseline), _prefixes(sel, candidate)) for sel in self._selectors)
+        if share <= self._shrink_threshold:
+            return held, 0, share
+        for rec in removed:
+            held.setdefault(rec, 0)
+        return held, len(removed), share
+
+    def _release_held(self) -> RefreshResult:
+        if not self._held:
+            return self._result("unchanged", "no removals held back")
+        count = len(self._held)
+        self.publish(self._doc, self.current.source)
+        self._held = {}
+        self._write_meta_forced()
+        logger.warning("shrink guard: %d held-back removal(s) applied by an operator", count)
+        return self._result("applied", f"{count} held-back removal(s) applied by an operator")
+
+    # -- cache ------------------------------------------------------------------------------------
+
+    def _initial_document(self, initial: AwsIpRanges | None) -> tuple[AwsIpRanges, Source]:
+        embedded = aws.load(None) if initial is None else initial
+        base: Source = "embedded" if initial is None else "file"
+        cache = self._cache
+        if cache is None:
+            return embedded, base
+        try:
+            sig = FileSignature.of(cache.document)
+            data = cache.read_document(self._max_bytes)
+            if data is None:
+                return embedded, base
+            cached = _parse_document(data, cache.document, self._interner, None)
+        except FileNotFoundError:
+            return embedded, base
+        except (OSError, ValueError) as exc:  # RangesError is a ValueError
+            logger.warning("ignoring the cache file %s (%s); using the embedded snapshot", cache.document, exc)
+            self._count("cache-corrupt")
+            return embedded, base
+        self._cache_sig = sig
+        if cached.sync_token < embedded.sync_token:
+            return embedded, base
+        meta = cache.read_meta()
+        if meta is not None and meta.sync_token == cached.sync_token:
+            self._etag, self._last_modified = meta.etag, meta.last_modified
+            if meta.checked_at > 0:
+                self._last_success = meta.checked_at
+        return cached, "cache"
+
+    def _adopt_cache(self) -> RefreshResult | None:
+        """Apply a newer document another worker wrote to the cache file, if there is one."""
+        cache = self._cache
+        if cache is None:
+            return None
+        meta = cache.read_meta()
+        try:
+            sig = FileSignature.of(cache.document)
+        except FileNotFoundError:
+            return None
+        if sig == self._cache_sig:
+            if meta is not None and meta.sync_token == self.current.sync_token and meta.forced and self._held:
+                return self._release_held()
+            return None
+        try:
+            data = cache.read_document(self._max_bytes)
+            if data is None:
+                return None
+            doc = self._parse(data, cache.document)
+        except (OSError, ValueError) as exc:
+            self._cache_sig = sig
+            logger.warning("ignoring the cache file %s: %s", cache.document, exc)
+            self._count("cache-corrupt")
+            return None
+        self._cache_sig = sig
+        if doc.sync_token <= self.current.sync_token:
+            return None
+        forced = meta is not None and meta.sync_token == doc.sync_token and meta.forced
+        result = self._apply(doc, "cache", force=forced)
+        if result.outcome == "applied" and meta is not None and meta.sync_token == doc.sync_token:
+            self._etag, self._last_modified = meta.etag, meta.last_modified
+            if meta.checked_at > 0:
+                self._last_success = max(self._last_success or 0.0, meta.checked_at)
+        if result.outcome == "applied":
+            return RefreshResult(
+                "cache",
+                result.message + " (from the cache file)",
+                result.sync_token,
+                result.generation,
+                None,
+                result.held_back,
+            )
+        return result
+
+    def _write_cache(self, body: bytes, sync_token: int, forced: bool) -> None:
+        cache = self._cache
+        if cache is None:
+            return
+        meta = CacheMeta(sync_token, self._etag, self._last_modified, self.url, time.time(), forced)
+        try:
+            if cache.read_meta() != meta or not os.path.exists(cache.document):
+                cache.write(body, meta)
+                self._cache_sig = FileSignature.of(cache.document)
+        except OSError as exc:
+            self._count("cache-error")
+            logger.warning("could not write the cache file %s: %s", cache.document, exc)
+
+    def _write_meta_checked(self) -> None:
+        cache = self._cache
+        if cache is None:
+            return
+        meta = cache.read_meta()
+        if meta is None or meta.sync_token != self.current.sync_token:
+            return
+        try:
+            cache.write_meta(
+                CacheMeta(meta.sync_token, meta.etag, meta.last_modified, meta.url, time.time(), meta.forced)
+            )
+        except OSError as exc:
+            self._count("cache-error")
+            logger.warning("could not update %s: %s", cache.meta_path, exc)
+
+    def _write_meta_forced(self) -> None:
+        cache = self._cache
+        if cache is None:
+            return
+        meta = cache.read_meta()
+        if meta is None or meta.sync_token != self.current.sync_token:
+            return
+        try:
+            cache.write_meta(CacheMeta(meta.sync_token, meta.etag, meta.last_modified, meta.url, meta.checked_at, True))
+        except OSError as exc:
+            self._count("cache-error")
+            logger.warning("could not update %s: %s", cache.meta_path, exc)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _result(self, outcome: Outcome, message: str, reason: str | None = None) -> RefreshResult:
+        snap = self.current
+        return RefreshResult(outcome, message, snap.sync_token, snap.generation, reason, len(self._held))
+
+    def _confirmed(self, outcome: Outcome, message: str) -> RefreshResult:
+        self._last_success = time.time()
+        return self._result(outcome, message)
+
+    def _count(self, key: str) -> None:
+        with self._state_lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def _record(self, result: RefreshResult) -> None:
+        with self._state_lock:
+            self._counts[result.outcome] = self._counts.get(result.outcome, 0) + 1
+            if result.ok:
+                self._consecutive_failures = 0
+            else:
+                assert result.reason is not None  # noqa: S101 - refused/failed always carry a reason
+                self._counts[result.reason] = self._counts.get(result.reason, 0) + 1
+                self._consecutive_failures += 1
+                self._failures += 1
+                self._last_error = f"{result.reason}: {result.message}"
+                self._last_error_at = time.time()
+        self._update_stale()
+        if result.ok:
+            log = logger.info if result.outcome in ("applied", "cache") else logger.debug
+            log("ranges refresh: %s: %s", result.outcome, result.message)
+        else:
+            logger.warning(
+                "ranges refresh %s (%s, %d in a row), keeping syncToken %d in service: %s",
+                result.outcome,
+                result.reason,
+                self._consecutive_failures,
+                result.sync_token,
+                result.message,
+            )
+
+    def _update_stale(self) -> None:
+        reference = max(self._last_success or 0.0, self.current.create_date.timestamp())
+        self.stale = time.time() - reference > self._max_age.total_seconds()
+
+    def status(self) -> RefresherStatus:
+        snap = self.current
+        self._update_stale()
+        with self._state_lock:
+            return RefresherStatus(
+                url=self.url,
+                sync_token=snap.sync_token,
+                create_date=snap.create_date,
+                age=snap.ranges.age(),
+                source=snap.source,
+                generation=snap.generation,
+                last_success=_dt(self._last_success),
+                last_attempt=_dt(self._last_attempt),
+                last_error=self._last_error,
+                last_error_at=_dt(self._last_error_at),
+                consecutive_failures=self._consecutive_failures,
+                failures=self._failures,
+                counts=dict(self._counts),
+                stale=self.stale,
+                max_age=self._max_age,
+                stale_action=self.stale_action,
+                held_back=tuple(f"{r.prefix} {r.region} {r.service}" for r in snap.held_back),
+                running=self.running,
+                cache_path=self._cache.document if self._cache else None,
+                watchers=tuple(WatcherStatus(w.name, *self._watch_stats[id(w)]) for w in self._watchers),
+            )
+
+
+def _positive(key: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{key}: must be a positive number of seconds, got {value!r}")
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts else None
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
+
+
+def _as_set(records: tuple[Record, ...]) -> frozenset[Record]:
+    return frozenset(records)
+
+
+def _selected(sel: Selector, records: Iterable[Record]) -> Iterable[Record]:
+    svc, reg, nbg, ver = sel.services, sel.regions, sel.network_border_groups, sel.ip_versions
+    return (
+        r
+        for r in records
+        if (svc is None or r.service in svc)
+        and (reg is None or r.region in reg)
+        and (nbg is None or r.network_border_group in nbg)
+        and (ver is None or r.prefix.version in ver)
+    )
+
+
+def _prefixes(sel: Selector, records: Iterable[Record]) -> set[Network]:
+    return {r.prefix for r in _selected(sel, records)}
+
+
+# -- shrink guard: address-space arithmetic ---------------------------------------------------------
+
+
+def _intervals(prefixes: Iterable[Network], version: int) -> list[tuple[int, int]]:
+    """Sorted, merged [start, end) integer intervals covered by the prefixes of one IP version."""
+    bits = 32 if version == 4 else 128
+    spans = sorted(
+        (start, start + (1 << (bits - p.prefixlen)))
+        for p in prefixes
+        if p.version == version
+        for start in (int(p.network_address),)
+    )
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _size(intervals: list[tuple[int, int]]) -> int:
+    return sum(end - start for start, end in intervals)
+
+
+def _overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> int:
+    total = i = j = 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo < hi:
+            total += hi - lo
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def _removed_share(before: set[Network], after: set[Network]) -> float:
+    """The largest share, over IP versions, of ``before``'s address space that ``after`` no longer covers."""
+    gone = before - after
+    if not gone:
+        return 0.0
+    share = 0.0
+    for version in (4, 6):
+        total = _size(_intervals(before, version))
+        if not total:
+            continue
+        removed = _intervals(gone, version)
+        lost = _size(removed) - _overlap(removed, _intervals(after, version))
+        share = max(share, lost / total)
+    return share
+
+
+# -- parsing without holding the GIL for long ---------------------------------------------------------
+
+_WS = re.compile(r"[ \t\n\r]*")
+# The C scanner json.loads itself uses (typeshed mistypes make_scanner as a class).
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+_ABSENT: Final = "\0absent"  # a key part no validated string can equal (names are non-empty, no NUL check needed)
+_LISTS: Final = (("prefixes", "ip_prefix", 4), ("ipv6_prefixes", "ipv6_prefix", 6))
+#: Entries handled between two short sleeps: about half a millisecond of work on our machine.
+_SLICE: Final = 64
+
+
+def _yield_gil() -> None:
+    # A real sleep, not sleep(0): a thread that releases the GIL only for an instant usually
+    # takes it straight back before the waiting event loop thread has woken up.
+    time.sleep(0.0001)
+
+
+@dataclass(slots=True)
+class _Interner:
+    """Validated records and networks of the previous document, reused for identical entries."""
+
+    records: dict[tuple[Any, ...], tuple[Record, tuple[Any, ...]]] = field(default_factory=dict)
+    networks: dict[str, Network] = field(default_factory=dict)
+
+    def seed(self, records: Iterable[Record]) -> None:
+        """Remember ``records`` (as their canonical text) unless a parse already filled the tables."""
+        if self.records:
+            return
+        for rec in records:
+            text = str(rec.prefix)
+            nbg = _ABSENT if rec.network_border_group is None else rec.network_border_group
+            key = (text, rec.region, rec.service, nbg, rec.prefix.version)
+            self.records[key] = (rec, key)
+            self.networks[text] = rec.prefix
+
+
+def _parse_document(data: bytes, source: str, interner: _Interner, pause: Callable[[], None] | None) -> AwsIpRanges:
+    """Parse and validate like :meth:`AwsIpRanges.from_bytes`, in small slices (see module doc)."""
+    data = aws._decompress(data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RangesError(f"not a JSON document: {exc}") from None
+    if not text.strip():
+        raise RangesError("empty document")
+    try:
+        doc = _scan_document(text, pause)
+    except (StopIteration, IndexError, ValueError) as exc:
+        if isinstance(exc, RangesError):
+            raise
+        raise RangesError(f"not a JSON document: {type(exc).__name__} {exc}") from None
+    if not isinstance(doc, dict):
+        raise RangesError(f"top level must be a JSON object, got {type(doc).__name__}")
+    sync_token = aws._sync_token(doc.get("syncToken"))
+    create_date = aws._create_date(doc.get("createDate"))
+    if "prefixes" not in doc:
+        raise RangesError("missing field 'prefixes'")
+    known, networks = interner.records, interner.networks
+    new_known: dict[tuple[Any, ...], tuple[Record, tuple[Any, ...]]] = {}
+    new_networks: dict[str, Network] = {}
+    seen: set[tuple[Any, ...]] = set()
+    records: list[Record] = []
+    for list_key, prefix_key, version in _LISTS:
+        entries = doc.get(list_key, [])
+        if not isinstance(entries, list):
+            raise RangesError(f"{list_key!r} must be a list, got {type(entries).__name__}")
+        for i, entry in enumerate(entries):
+            if pause is not None and i % _SLICE == 0:
+                pause()
+            key: tuple[Any, ...] | None = None
+            hit = None
+            if type(entry) is dict:
+                key = (
+                    entry.get(prefix_key),
+                    entry.get("region"),
+                    entry.get("service"),
+                    entry.get("network_border_group", _ABSENT),
+                    version,
+                )
+                hit = known.get(key)
+            if hit is None:
+                rec = aws._record(entry, f"{list_key}[{i}]", prefix_key, version, networks)
+                nbg = rec.network_border_group
+                canonical = (str(rec.prefix), rec.region, rec.service, _ABSENT if nbg is None else nbg, version)
+                hit = (rec, canonical)
+            rec, canonical = hit
+            if key is not None:
+                new_known[key] = hit
+                new_networks[key[0]] = rec.prefix
+            if canonical not in seen:  # an exact repeat adds no information; never double-attribute
+                seen.add(canonical)
+                records.append(rec)
+    if not records:
+        raise RangesError("empty document: no prefixes")
+    # Keep only what this document used: the interner never grows past one document.
+    interner.records, interner.networks = new_known, new_networks
+    return AwsIpRanges(sync_token, create_date, tuple(records), source)
+
+
+def _ws(text: str, pos: int) -> int:
+    match = _WS.match(text, pos)
+    return match.end() if match else pos
+
+
+def _scan_document(text: str, pause: Callable[[], None] | None) -> Any:
+    """``json.loads(text)`` for an object, scanning the two big arrays one element at a time."""
+    ws = _ws
+    pos = ws(text, 0)
+    if text[pos] != "{":
+        value, end = _SCAN(text, pos)  # not an object: let the caller report its type
+        if ws(text, end) != len(text):
+            raise ValueError(f"extra data at offset {end}")
+        return value
+    doc: dict[str, Any] = {}
+    pos = ws(text, pos + 1)
+    count = 0
+    if text[pos] == "}":
+        pos += 1
+    else:
+        while True:
+            if text[pos] != '"':
+                raise ValueError(f"expected a property name at offset {pos}")
+            key, pos = _SCAN(text, pos)
+            pos = ws(text, pos)
+            if text[pos] != ":":
+                raise ValueError(f"expected ':' at offset {pos}")
+            pos = ws(text, pos + 1)
+            if key in ("prefixes", "ipv6_prefixes") and text[pos] == "[":
+                items: list[Any] = []
+                pos = ws(text, pos + 1)
+                if text[pos] == "]":
+                    pos += 1
+                else:
+                    while True:
+                        item, pos = _SCAN(text, pos)
+                        items.append(item)
+                        count += 1
+                        if pause is not None and count % _SLICE == 0:
+                            pause()
+                        pos = ws(text, pos)
+                        sep = text[pos]
+                        pos = ws(text, pos + 1)
+                        if sep == "]":
+                            break
+                        if sep != ",":
+                            raise ValueError(f"expected ',' or ']' at offset {pos}")
+                doc[key] = items
+            else:
+                doc[key], pos = _SCAN(text, pos)
+            pos = ws(text, pos)
+            sep = text[pos]
+            pos = ws(text, pos + 1)
+            if sep == "}":
+                break
+            if sep != ",":
+                raise ValueError(f"expected ',' or '}}' at offset {pos}")
+    if ws(text, pos) != len(text):
+        raise ValueError(f"extra data at offset {pos}")
+    return doc

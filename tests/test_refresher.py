@@ -1,0 +1,752 @@
+"""The ranges refresher against a real HTTP server on 127.0.0.1: replay, faults, guard, cache, lock."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gzip
+import hashlib
+import http.server
+import json
+import logging
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from originshield.aws import AwsIpRanges, Selector
+from originshield.radix import RadixTree
+from originshield.refresher import Refresher, WatchedFile, _Interner, _parse_document
+from originshield.snapshot import Snapshot
+
+HISTORY = sorted(
+    (Path(__file__).parent / "data" / "aws" / "history").glob("ip-ranges-*.json.gz"),
+    key=lambda p: int(p.name.split("-")[2].split(".")[0]),
+)
+RAW = [gzip.decompress(p.read_bytes()) for p in HISTORY]
+ORIGIN_FACING = Selector.preset("cloudfront-origin-facing")
+
+
+@functools.cache
+def _doc(raw: bytes) -> AwsIpRanges:
+    return AwsIpRanges.from_bytes(raw)
+
+
+def _edit(raw: bytes, sync_token: int, edit: Callable[[dict[str, Any]], None] | None = None) -> bytes:
+    doc = json.loads(raw)
+    doc["syncToken"] = str(sync_token)
+    doc["createDate"] = time.strftime("%Y-%m-%d-%H-%M-%S", time.gmtime(sync_token))
+    if edit is not None:
+        edit(doc)
+    return json.dumps(doc, indent=2).encode()
+
+
+# -- a scriptable HTTP server -------------------------------------------------------------------------
+
+Action = Callable[["_Handler"], None]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        with self.server.counter_lock:
+            self.server.requests.append(dict(self.headers.items()))
+            self.server.in_flight += 1
+            self.server.max_in_flight = max(self.server.max_in_flight, self.server.in_flight)
+        try:
+            self.server.action(self)
+        finally:
+            with self.server.counter_lock:
+                self.server.in_flight -= 1
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def send_body(self, body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        headers = dict(headers or {})
+        if "gzip" in self.headers.get("Accept-Encoding", "") and self.server.gzip:
+            body = gzip.compress(body)
+            headers["Content-Encoding"] = "gzip"
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    action: Action
+    gzip = False
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[dict[str, str]] = []
+        self.counter_lock = threading.Lock()
+        self.in_flight = self.max_in_flight = 0
+        self.release = threading.Event()
+        self.action = lambda h: h.send_body(b"", 500)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/ip-ranges.json"
+
+    def serve(self, body: bytes, headers: dict[str, str] | None = None, delay: float = 0.0) -> None:
+        def action(h: _Handler) -> None:
+            if delay:
+                time.sleep(delay)
+            h.send_body(body, 200, headers)
+
+        self.action = action
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    srv = _Server()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.release.set()
+        srv.shutdown()
+        srv.server_close()
+
+
+def _refresher(url: str, initial: bytes = RAW[0], **kwargs: Any) -> Refresher:
+    kwargs.setdefault("timeout", 2.0)
+    return Refresher(url, initial=_doc(initial), **kwargs)
+
+
+# -- parsing ----------------------------------------------------------------------------------------
+
+
+def test_sliced_parser_agrees_with_the_core_parser_on_every_publication() -> None:
+    interner = _Interner()
+    for raw in (RAW[0], RAW[12], RAW[-1]):  # the replay test covers the others through tree equality
+        ours = _parse_document(raw, "x", interner, None)
+        ref = AwsIpRanges.from_bytes(raw)
+        assert ours.records == ref.records
+        assert (ours.sync_token, ours.create_date) == (ref.sync_token, ref.create_date)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"[]",
+        b'{"syncToken": "1", "createDate": "2026-01-01-00-00-00", "prefixes": []',
+        b'{"syncToken": "1", "createDate": "2026-01-01-00-00-00", "prefixes": [] } x',
+        b'{"syncToken": "1", "createDate": "2026-01-01-00-00-00", "prefixes": [{}]}',
+        b'{"syncToken": "1", "createDate": "2026-01-01-00-00-00", "prefixes": [1,]}',
+        b'{"syncToken": "1", "createDate": "2026-01-01-00-00-00", "prefixes": {}}',
+        b'{"syncToken": "1", "createDate": "2026-01-01-00-00-00", "prefixes": []}',
+        b'{"syncToken": "1", "createDate": "2026-01-01-00-00-00"}',
+        b'{"syncToken": "1", "createDate": "2026-01-01-00-00-00", "prefixes": [{"ip_prefix": "1.2.3.0/24", '
+        b'"region": "x", "service": "Y", "network_border_group": null}]}',
+        b'{"syncToken": "1" "createDate": "2026-01-01-00-00-00", "prefixes": []}',
+    ],
+)
+def test_sliced_parser_refuses_what_the_core_parser_refuses(body: bytes) -> None:
+    with pytest.raises(ValueError, match=r".") as core:
+        AwsIpRanges.from_bytes(body)
+    interner = _Interner()
+    interner.seed(_doc(RAW[0]).records)  # a warm interner must not let anything through either
+    with pytest.raises(type(core.value)):
+        _parse_document(body, "x", interner, None)
+
+
+# -- construction --------------------------------------------------------------------------------------
+
+
+def test_constructor_never_touches_the_network_and_serves_the_embedded_snapshot() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    r = Refresher(f"http://127.0.0.1:{port}/x")
+    assert r.current.source == "embedded"
+    assert r.status().last_attempt is None
+    assert not r.running
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"interval": 0}, "interval"),
+        ({"timeout": -1}, "timeout"),
+        ({"shrink_threshold": 0}, "shrink_threshold"),
+        ({"confirmations": 0}, "confirmations"),
+        ({"stale_action": "drop"}, "stale_action"),
+        ({"max_bytes": 0}, "max_bytes"),
+        ({"jitter": 1.5}, "jitter"),
+        ({"selectors": ["cloudfront"]}, "selectors"),
+        ({"url": "ftp://example.com/x"}, "url"),
+        ({"watchers": [object()]}, "watchers"),
+    ],
+)
+def test_bad_configuration_raises_config_error_naming_the_key(kwargs: dict[str, Any], key: str) -> None:
+    from originshield.errors import ConfigError
+
+    url = kwargs.pop("url", "http://127.0.0.1:9/x")
+    with pytest.raises(ConfigError, match=f"^{key}:"):
+        Refresher(url, initial=_doc(RAW[0]), **kwargs)
+
+
+# -- replay of the real publications ----------------------------------------------------------------------
+
+
+def test_replay_of_25_real_publications_swaps_without_ever_rejecting_a_stable_address(server: _Server) -> None:
+    selectors = [ORIGIN_FACING, Selector.preset("region:us-east-1")]
+
+    def selected(ranges: AwsIpRanges) -> list[Any]:
+        return [r for sel in selectors for r in sel.apply(ranges)]
+
+    docs = [_doc(raw) for raw in RAW]
+    # Addresses selected by every publication: they must be allowed at every instant of the replay.
+    stable = set.intersection(*({r.prefix for r in selected(d)} for d in docs))
+    probes = [str(p.network_address + (p.num_addresses // 2)) for p in sorted(stable, key=str)[::4]]
+    assert len(probes) > 100
+
+    refresher = _refresher(server.url, selectors=selectors)
+    trees: dict[int, RadixTree[Any]] = {1: RadixTree.build(selected(refresher.current.ranges))}
+
+    def compile_tree(snap: Snapshot) -> None:  # what the middleware does in its listener
+        trees[snap.generation] = RadixTree.build(selected(snap.ranges))
+
+    refresher.subscribe(compile_tree)
+    stop = threading.Event()
+    rejected: list[tuple[int, str]] = []
+    lookups = [0]
+
+    def reader() -> None:
+        while not stop.is_set():
+            for ip in probes:
+                snap = refresher.current  # read once per "request"
+                if not trees[snap.generation].lookup(ip):
+                    rejected.append((snap.sync_token, ip))
+                lookups[0] += 1
+            time.sleep(0.0005)  # a server between requests; a pure busy loop would starve the refresher
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        for raw, doc in zip(RAW[1:], docs[1:], strict=True):
+            server.serve(raw)
+            result = refresher.refresh_now()
+            assert result.outcome == "applied", result
+            assert result.held_back == 0
+            snap = refresher.current
+            assert snap.sync_token == doc.sync_token
+            assert snap.source == "network"
+            assert snap.ranges.records == doc.records
+            assert trees[snap.generation] == RadixTree.build(selected(doc))
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert rejected == []
+    assert lookups[0] > len(probes)
+    assert refresher.current.generation == len(RAW)
+    assert refresher.status().counts == {"applied": len(RAW) - 1}
+
+
+# -- faults: each keeps the data in service and is counted ------------------------------------------------
+
+
+def _reset_mid_body(h: _Handler) -> None:
+    h.send_response(200)
+    h.send_header("Content-Length", str(len(RAW[1])))
+    h.end_headers()
+    h.wfile.write(RAW[1][: len(RAW[1]) // 2])
+    h.wfile.flush()
+    # SO_LINGER with a zero timeout turns close() into a TCP RST: a connection reset mid-body.
+    h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    h.connection.close()
+
+
+def _stall(h: _Handler) -> None:
+    h.send_response(200)
+    h.send_header("Content-Length", str(len(RAW[1])))
+    h.end_headers()
+    h.wfile.write(RAW[1][:1000])
+    h.wfile.flush()
+    h.server.release.wait(10)
+
+
+def _body(body: bytes, status: int = 200) -> Action:
+    return lambda h: h.send_body(body, status)
+
+
+def _wrong_schema(doc: dict[str, Any]) -> None:
+    doc["prefixes"][0] = {"ip_prefix": "3.5.140.0/22", "region": "ap-northeast-2"}  # no service
+
+
+def _no_prefixes(doc: dict[str, Any]) -> None:
+    doc["prefixes"], doc["ipv6_prefixes"] = [], []
+
+
+def _no_origin_facing(doc: dict[str, Any]) -> None:
+    for key in ("prefixes", "ipv6_prefixes"):
+        doc[key] = [e for e in doc[key] if e["service"] != "CLOUDFRONT_ORIGIN_FACING"]
+
+
+FAULTS: list[tuple[str, Action, str, str]] = [
+    ("http-500", _body(b"oops", 500), "failed", "http-error"),
+    ("http-404", _body(b"no such thing", 404), "failed", "http-error"),
+    ("reset-mid-body", _reset_mid_body, "failed", "network-error"),
+    ("stall", _stall, "failed", "timeout"),
+    ("truncated-json", _body(RAW[1][: len(RAW[1]) // 3]), "refused", "invalid-document"),
+    ("invalid-json", _body(b"{'syncToken': 1}"), "refused", "invalid-document"),
+    ("html-error-page", _body(b"<html>503 Service Unavailable</html>"), "refused", "invalid-document"),
+    ("wrong-schema", _body(_edit(RAW[1], 1790000000, _wrong_schema)), "refused", "invalid-document"),
+    ("empty-prefix-list", _body(_edit(RAW[1], 1790000000, _no_prefixes)), "refused", "invalid-document"),
+    ("empty-selection", _body(_edit(RAW[1], 1790000000, _no_origin_facing)), "refused", "empty-selection"),
+    ("older-sync-token", _body(RAW[0]), "refused", "older-sync-token"),
+    ("over-size-limit", _body(RAW[1] + b" " * 2_000_000), "failed", "too-large"),
+]
+
+
+@pytest.mark.parametrize(("action", "outcome", "reason"), [f[1:] for f in FAULTS], ids=[f[0] for f in FAULTS])
+def test_fault_keeps_the_previous_data_in_service_and_is_counted(
+    server: _Server, action: Action, outcome: str, reason: str
+) -> None:
+    refresher = _refresher(server.url, initial=RAW[1], selectors=[ORIGIN_FACING], timeout=0.5, max_bytes=3_000_000)
+    before = refresher.current
+    server.action = action
+    result = refresher.refresh_now()
+    assert (result.outcome, result.reason) == (outcome, reason), result
+    assert refresher.current is before
+    status = refresher.status()
+    assert status.counts == {outcome: 1, reason: 1}
+    assert status.consecutive_failures == 1
+    assert status.last_error is not None
+    assert status.last_error.startswith(reason)
+    assert status.last_success is None
+    # The source recovers: the next good document is applied and the failure streak ends.
+    server.release.set()
+    server.serve(RAW[2])
+    assert refresher.refresh_now().outcome == "applied"
+    assert refresher.status().consecutive_failures == 0
+
+
+def test_connection_refused_is_a_counted_failure() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    refresher = _refresher(f"http://127.0.0.1:{port}/ip-ranges.json")
+    before = refresher.current
+    result = refresher.refresh_now()
+    assert (result.outcome, result.reason) == ("failed", "network-error")
+    assert refresher.current is before
+    assert refresher.status().counts == {"failed": 1, "network-error": 1}
+
+
+def test_gzip_bomb_over_the_size_limit_is_refused(server: _Server) -> None:
+    bomb = gzip.compress(b"{" + b" " * 5_000_000 + b"}")
+    server.action = lambda h: h.send_body(bomb, 200, {"Content-Encoding": "gzip"})
+    refresher = _refresher(server.url, max_bytes=3_000_000)
+    result = refresher.refresh_now()
+    assert (result.outcome, result.reason) == ("failed", "too-large")
+
+
+def test_conditional_request_and_304_do_not_rebuild(server: _Server) -> None:
+    server.gzip = True
+    server.serve(RAW[1], {"ETag": '"v1"', "Last-Modified": "Sat, 22 Aug 2026 15:17:05 GMT"})
+    refresher = _refresher(server.url)
+    assert refresher.refresh_now().outcome == "applied"
+    first = server.requests[-1]
+    assert "If-None-Match" not in first
+    assert "gzip" in first["Accept-Encoding"]
+    snap = refresher.current
+    rebuilt: list[Snapshot] = []
+    refresher.subscribe(rebuilt.append)
+    server.action = lambda h: h.send_body(b"", 304, {"ETag": '"v1"'})
+    result = refresher.refresh_now()
+    assert result.outcome == "not-modified"
+    assert server.requests[-1]["If-None-Match"] == '"v1"'
+    assert server.requests[-1]["If-Modified-Since"] == "Sat, 22 Aug 2026 15:17:05 GMT"
+    assert refresher.current is snap
+    assert rebuilt == []
+    assert refresher.status().last_success is not None
+
+
+def test_gzip_transfer_is_decoded(server: _Server) -> None:
+    server.gzip = True
+    server.serve(RAW[3])
+    refresher = _refresher(server.url)
+    assert refresher.refresh_now().outcome == "applied"
+    assert refresher.current.ranges.records == _doc(RAW[3]).records
+
+
+def test_same_sync_token_again_is_unchanged(server: _Server) -> None:
+    server.serve(RAW[1])
+    refresher = _refresher(server.url, initial=RAW[1])
+    snap = refresher.current
+    assert refresher.refresh_now().outcome == "unchanged"
+    assert refresher.current is snap
+
+
+def test_md5_is_checked_when_given(server: _Server) -> None:
+    server.serve(RAW[1])
+    refresher = _refresher(server.url)
+    before = refresher.current
+    bad = refresher.refresh_now(expected_md5="0" * 32)
+    assert (bad.outcome, bad.reason) == ("refused", "md5-mismatch")
+    assert refresher.current is before
+    good = refresher.refresh_now(expected_md5=hashlib.md5(RAW[1], usedforsecurity=False).hexdigest().upper())
+    assert good.outcome == "applied"
+
+
+def test_a_listener_can_veto_a_swap(server: _Server) -> None:
+    server.serve(RAW[1])
+    refresher = _refresher(server.url)
+    before = refresher.current
+
+    def veto(snap: Snapshot) -> None:
+        raise RuntimeError("cannot compile")
+
+    refresher.subscribe(veto)
+    result = refresher.refresh_now()
+    assert (result.outcome, result.reason) == ("refused", "listener-error")
+    assert refresher.current is before
+
+
+def test_local_file_source(tmp_path: Path) -> None:
+    path = tmp_path / "ip-ranges.json"
+    path.write_bytes(RAW[1])
+    refresher = _refresher(str(path))
+    assert refresher.refresh_now().outcome == "applied"
+    assert refresher.current.source == "file"
+    assert refresher.refresh_now().outcome == "not-modified"
+    (tmp_path / "new.json").write_bytes(RAW[2])
+    os.replace(tmp_path / "new.json", path)
+    file_url = path.as_uri()
+    assert _refresher(file_url).refresh_now().outcome == "applied"
+    assert refresher.refresh_now().outcome == "applied"
+    assert refresher.current.sync_token == _doc(RAW[2]).sync_token
+
+
+# -- shrink guard -----------------------------------------------------------------------------------------
+
+
+def _halve_origin_facing(doc: dict[str, Any]) -> None:
+    v4 = [e for e in doc["prefixes"] if e["service"] == "CLOUDFRONT_ORIGIN_FACING"]
+    drop = {e["ip_prefix"] for e in v4[::2]}
+    doc["prefixes"] = [
+        e for e in doc["prefixes"] if not (e["service"] == "CLOUDFRONT_ORIGIN_FACING" and e["ip_prefix"] in drop)
+    ]
+    doc["prefixes"].append(
+        {
+            "ip_prefix": "198.51.100.0/24",
+            "region": "GLOBAL",
+            "service": "CLOUDFRONT_ORIGIN_FACING",
+            "network_border_group": "GLOBAL",
+        }
+    )
+
+
+def _origin_facing_v4(snap: Snapshot) -> set[str]:
+    return {str(r.prefix) for r in ORIGIN_FACING.apply(snap.ranges) if r.prefix.version == 4}
+
+
+def test_shrink_guard_applies_additions_at_once_and_holds_removals_until_confirmed(server: _Server) -> None:
+    base = RAW[-1]
+    refresher = _refresher(server.url, initial=base, selectors=[ORIGIN_FACING], confirmations=2)
+    before = _origin_facing_v4(refresher.current)
+    shrunk = [_edit(base, 1790000000 + i, _halve_origin_facing) for i in range(3)]
+
+    server.serve(shrunk[0])
+    result = refresher.refresh_now()
+    assert result.outcome == "applied"
+    assert result.held_back > 0
+    served = _origin_facing_v4(refresher.current)
+    assert "198.51.100.0/24" in served  # the addition is in service at once
+    assert before <= served  # nothing removed yet
+    assert refresher.current.sync_token == 1790000000
+    status = refresher.status()
+    assert status.counts["guarded"] == 1
+    assert len(status.held_back) == result.held_back
+
+    server.serve(shrunk[1])  # first confirmation: still held
+    assert refresher.refresh_now().held_back == result.held_back
+    assert before <= _origin_facing_v4(refresher.current)
+
+    server.serve(shrunk[2])  # second confirmation: the removals are applied
+    final = refresher.refresh_now()
+    assert final.held_back == 0
+    assert _origin_facing_v4(refresher.current) == {
+        str(r.prefix) for r in ORIGIN_FACING.apply(_doc(shrunk[2])) if r.prefix.version == 4
+    }
+    assert refresher.current.held_back == ()
+
+
+def test_shrink_guard_held_removals_can_be_forced_by_an_operator(server: _Server) -> None:
+    base = RAW[-1]
+    refresher = _refresher(server.url, initial=base, selectors=[ORIGIN_FACING])
+    shrunk = _edit(base, 1790000000, _halve_origin_facing)
+    server.serve(shrunk)
+    assert refresher.refresh_now().held_back > 0
+    server.action = lambda h: h.send_body(b"", 304)
+    forced = refresher.refresh_now(force=True)
+    assert forced.outcome == "applied"
+    assert forced.held_back == 0
+    assert refresher.current.ranges.records == _doc(shrunk).records
+
+
+def test_shrink_guard_ignores_a_resplit_that_removes_no_address(server: _Server) -> None:
+    base = RAW[-1]
+
+    def resplit(doc: dict[str, Any]) -> None:
+        # Replace the origin-facing /36 by its two /37 halves: every prefix string changes, no address goes.
+        for entry in doc["ipv6_prefixes"]:
+            if entry["ipv6_prefix"] == "2600:9000:1000::/36" and entry["service"] == "CLOUDFRONT_ORIGIN_FACING":
+                entry["ipv6_prefix"] = "2600:9000:1000::/37"
+                doc["ipv6_prefixes"].append(dict(entry, ipv6_prefix="2600:9000:1800::/37"))
+                break
+
+    refresher = _refresher(server.url, initial=base, selectors=[ORIGIN_FACING])
+    server.serve(_edit(base, 1790000000, resplit))
+    result = refresher.refresh_now()
+    assert result.outcome == "applied"
+    assert result.held_back == 0
+    served = {str(r.prefix) for r in ORIGIN_FACING.apply(refresher.current.ranges)}
+    assert "2600:9000:1000::/36" not in served
+    assert "2600:9000:1800::/37" in served
+
+
+def test_a_readded_held_record_is_no_longer_held(server: _Server) -> None:
+    base = RAW[-1]
+    refresher = _refresher(server.url, initial=base, selectors=[ORIGIN_FACING])
+    server.serve(_edit(base, 1790000000, _halve_origin_facing))
+    assert refresher.refresh_now().held_back > 0
+    server.serve(_edit(base, 1790000001))  # the full list is back
+    result = refresher.refresh_now()
+    assert result.held_back == 0
+    assert refresher.current.ranges.records == _doc(_edit(base, 1790000001)).records
+
+
+# -- cache file -------------------------------------------------------------------------------------------
+
+
+def test_accepted_documents_are_cached_atomically_and_used_at_startup(server: _Server, tmp_path: Path) -> None:
+    server.serve(RAW[1], {"ETag": '"e1"'})
+    refresher = _refresher(server.url, cache_dir=tmp_path)
+    assert refresher.refresh_now().outcome == "applied"
+    cached = tmp_path / "ip-ranges.json"
+    assert cached.read_bytes() == RAW[1]
+    inode = cached.stat().st_ino
+    server.serve(RAW[2], {"ETag": '"e2"'})
+    assert refresher.refresh_now().outcome == "applied"
+    assert cached.read_bytes() == RAW[2]
+    assert cached.stat().st_ino != inode  # replaced by rename, never rewritten in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ip-ranges.json",
+        "ip-ranges.json.lock",
+        "ip-ranges.json.meta",
+    ]
+    meta = json.loads((tmp_path / "ip-ranges.json.meta").read_text())
+    assert meta["etag"] == '"e2"'
+    assert meta["sync_token"] == _doc(RAW[2]).sync_token
+
+    # A restart without network serves the cache, and asks the source conditionally.
+    restarted = _refresher("http://127.0.0.1:9/unreachable", cache_dir=tmp_path)
+    assert restarted.current.source == "cache"
+    assert restarted.current.sync_token == _doc(RAW[2]).sync_token
+    assert restarted.status().last_success is not None
+    server.action = lambda h: h.send_body(b"", 304)
+    again = _refresher(server.url, cache_dir=tmp_path)
+    assert again.refresh_now().outcome == "not-modified"
+    assert server.requests[-1]["If-None-Match"] == '"e2"'
+
+
+def test_corrupt_cache_file_at_startup_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "ip-ranges.json").write_bytes(RAW[-1][:100_000])
+    with caplog.at_level(logging.WARNING, logger="originshield.refresher"):
+        refresher = Refresher("http://127.0.0.1:9/x", cache_dir=tmp_path)
+    assert refresher.current.source == "embedded"
+    assert refresher.status().counts == {"cache-corrupt": 1}
+    assert "ignoring the cache file" in caplog.text
+
+
+def test_an_older_cache_file_loses_to_the_embedded_snapshot(tmp_path: Path) -> None:
+    (tmp_path / "ip-ranges.json").write_bytes(RAW[0])
+    refresher = Refresher("http://127.0.0.1:9/x", cache_dir=tmp_path)
+    assert refresher.current.source == "embedded"
+    assert refresher.current.sync_token == _doc(RAW[-1]).sync_token
+
+
+_WORKER = r"""
+import json, sys, time
+from originshield.aws import AwsIpRanges
+from originshield.refresher import Refresher
+url, cache, initial, go = sys.argv[1:5]
+r = Refresher(url, cache_dir=cache, initial=AwsIpRanges.from_bytes(open(initial, "rb").read()), timeout=5)
+print("ready", flush=True)
+while not __import__("os").path.exists(go):
+    time.sleep(0.005)
+res = r.refresh_now()
+print(json.dumps({"outcome": res.outcome, "sync_token": r.current.sync_token, "source": r.current.source}))
+"""
+
+
+def test_worker_processes_sharing_a_cache_dir_fetch_one_at_a_time(server: _Server, tmp_path: Path) -> None:
+    initial = tmp_path / "initial.json"
+    initial.write_bytes(RAW[0])
+    cache = tmp_path / "cache"
+    go = tmp_path / "go"
+    server.serve(RAW[5], {"ETag": '"five"'}, delay=1.0)  # slow enough that the workers overlap
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, server.url, str(cache), str(initial), str(go)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for p in procs:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+    go.touch()
+    results = []
+    for p in procs:
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0
+        results.append(json.loads(out))
+    token = _doc(RAW[5]).sync_token
+    assert all(r["sync_token"] == token for r in results)
+    assert server.max_in_flight == 1
+    assert len(server.requests) == 1  # the others picked the cache file up instead of fetching
+    assert sorted(r["outcome"] for r in results) == ["applied", "cache", "cache"]
+    assert sorted(r["source"] for r in results) == ["cache", "cache", "network"]
+
+
+def test_a_worker_picks_up_a_newer_cache_file_without_fetching(server: _Server, tmp_path: Path) -> None:
+    server.serve(RAW[4])
+    fetcher = _refresher(server.url, cache_dir=tmp_path)
+    other = _refresher(server.url, cache_dir=tmp_path)
+    assert fetcher.refresh_now().outcome == "applied"
+    assert len(server.requests) == 1
+    other._tick()  # a timer tick: the cache was confirmed moments ago, no need to ask the source
+    assert len(server.requests) == 1
+    assert other.current.sync_token == _doc(RAW[4]).sync_token
+    assert other.current.source == "cache"
+
+
+# -- staleness, thread, fork, watchers ------------------------------------------------------------------------
+
+
+def test_stale_status_and_setting(server: _Server, caplog: pytest.LogCaptureFixture) -> None:
+    refresher = _refresher(server.url, max_age=3600, stale_action="reject")
+    status = refresher.status()
+    assert status.stale  # the initial data was published months ago and never confirmed
+    assert refresher.stale
+    assert status.stale_action == "reject"
+    assert status.max_age.total_seconds() == 3600
+    with caplog.at_level(logging.WARNING, logger="originshield.refresher"):
+        refresher._tick()  # the source fails (HTTP 500): still stale, and said so every tick
+    assert "stale" in caplog.text
+    server.serve(RAW[-1])
+    assert refresher.refresh_now().outcome == "applied"
+    assert not refresher.status().stale  # just confirmed by the source
+    assert _refresher(server.url, max_age=10**9).status().stale is False
+
+
+def test_thread_runs_ticks_survives_failures_and_stops_idempotently(server: _Server) -> None:
+    calls = {"n": 0}
+
+    def flaky(h: _Handler) -> None:
+        calls["n"] += 1
+        if calls["n"] % 2:
+            h.send_body(b"boom", 500)
+        else:
+            h.send_body(RAW[1], 200)
+
+    server.action = flaky
+    refresher = _refresher(server.url, interval=0.05, backoff_initial=0.05, watch_interval=0.05)
+    refresher.start()
+    refresher.start()
+    assert refresher.running
+    names = [t.name for t in threading.enumerate()]
+    assert names.count("originshield-refresher") == 1
+    deadline = time.monotonic() + 20
+    while refresher.status().counts.get("applied", 0) < 1 or refresher.status().counts.get("failed", 0) < 1:
+        assert time.monotonic() < deadline, refresher.status()
+        time.sleep(0.02)
+    assert refresher.stop(5)
+    assert refresher.stop(5)
+    assert not refresher.running
+    refresher.start()  # a stopped refresher stays stopped
+    assert not refresher.running
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_thread_is_recreated_in_a_forked_child(server: _Server) -> None:
+    server.serve(RAW[1])
+    refresher = _refresher(server.url, interval=3600)
+    refresher.start()
+    try:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            with contextlib.suppress(BaseException):
+                ok = refresher.running and refresher.refresh_now().outcome == "applied"
+                refresher.stop(2)
+                os.write(write_fd, b"ok" if ok else b"no")
+                code = 0
+            os._exit(code)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as f:
+            answer = f.read()
+        _, status = os.waitpid(pid, 0)
+        assert answer == b"ok"
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert refresher.current.generation == 1  # the child's swap is the child's
+    finally:
+        refresher.stop(5)
+
+
+def test_failing_watcher_is_counted_and_never_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "db.txt"
+    path.write_text("one")
+
+    def opener(p: str) -> str:
+        text = Path(p).read_text()
+        if text == "bad":
+            raise ValueError("unreadable database")
+        return text
+
+    good = WatchedFile(path, opener, name="db")
+
+    class Exploding:
+        name = "exploding"
+
+        def check(self) -> bool:
+            raise OSError("disk gone")
+
+    refresher = _refresher("http://127.0.0.1:9/x", watchers=[Exploding()])
+    refresher.add_watcher(good)
+    assert refresher.check_watchers() == 0
+    path.write_text("two!")
+    assert refresher.check_watchers() == 1
+    assert good.current == "two!"
+    path.write_text("bad")
+    assert refresher.check_watchers() == 0
+    assert good.current == "two!"
+    status = refresher.status()
+    assert status.counts == {"watcher-error": 4}
+    assert [(w.name, w.reloads, w.failures) for w in status.watchers] == [("exploding", 0, 3), ("db", 1, 1)]
