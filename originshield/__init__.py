@@ -7,6 +7,7 @@ from .metrics import Counters
 from .middleware import OriginShield
 from .policy import CountryResolver, Decision, Policy, Route
 from .radix import RadixTree
+from .refresher import FileWatcher, Refresher, RefresherStatus, RefreshResult, Reloadable, WatchedFile
 from .secret import SecretHeader
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "CountryDatabase",
     "CountryResolver",
     "Decision",
+    "FileWatcher",
     "GeoIPDatabaseError",
     "InvalidAddress",
     "OriginShield",
@@ -24,9 +26,14 @@ __all__ = [
     "RadixTree",
     "RangesError",
     "Record",
+    "RefreshResult",
+    "Refresher",
+    "RefresherStatus",
+    "Reloadable",
     "Route",
     "SecretHeader",
     "Selection",
+    "WatchedFile",
     "load",
 ]
 __version__ = "0.1.0"
