@@ -432,6 +432,125 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(check=args.check, host=args.host, port=port)
 
 
+# -- refresher commands (status, fetch) -------------------------------------------------------------
+
+
+def _print_refresher_status(status: Any, as_json: bool, result: Any = None) -> None:
+    data = status.as_dict()
+    if as_json:
+        out = {"status": data}
+        if result is not None:
+            out["result"] = {
+                "outcome": result.outcome,
+                "reason": result.reason,
+                "message": result.message,
+                "held_back": result.held_back,
+            }
+        print(json.dumps(out, indent=2))
+        return
+    if result is not None:
+        print(f"{result.outcome}{f' ({result.reason})' if result.reason else ''}: {result.message}")
+    print(
+        f"syncToken {data['sync_token']}, createDate {data['create_date']} "
+        f"({status.age.total_seconds() / 86400:.1f} days old), source {data['source']}"
+    )
+    print(
+        f"last success: {data['last_success'] or 'never'}; last error: {data['last_error'] or '-'}; "
+        f"consecutive failures: {data['consecutive_failures']}"
+    )
+    stale = "STALE" if data["stale"] else "fresh"
+    print(f"{stale} (max age {status.max_age}; when stale: {data['stale_action']})")
+    held = data["held_back"]
+    print(f"held back by the shrink guard: {len(held) if isinstance(held, list) else 0} record(s)")
+    if data["cache_path"]:
+        print(f"cache: {data['cache_path']}")
+
+
+def run_status(*, url: str, cache_dir: str | None, max_age: float, as_json: bool = False) -> int:
+    """``originshield status``: what a server would serve now (cache file or embedded), no network.
+
+    Exit 0 when the data is fresh, 1 when it is stale.
+    """
+    from .refresher import Refresher  # noqa: PLC0415 - not needed by the other commands
+
+    status = Refresher(url, cache_dir=cache_dir, max_age=max_age).status()
+    _print_refresher_status(status, as_json)
+    return EXIT_NEGATIVE if status.stale else EXIT_OK
+
+
+def run_fetch(
+    *,
+    url: str,
+    cache_dir: str | None,
+    force: bool = False,
+    md5: str | None = None,
+    timeout: float = 10.0,
+    max_age: float = 86400.0,
+    as_json: bool = False,
+) -> int:
+    """``originshield fetch``: one refresh now (validated, cached atomically when ``cache_dir`` is set).
+
+    Running workers that share ``cache_dir`` pick the result up without fetching. Exit 0 when the
+    source answered with valid data (applied, not modified or unchanged), 1 when it failed or
+    the document was refused.
+    """
+    from .refresher import Refresher  # noqa: PLC0415 - not needed by the other commands
+
+    refresher = Refresher(url, cache_dir=cache_dir, timeout=timeout, max_age=max_age)
+    result = refresher.refresh_now(force=force, expected_md5=md5)
+    _print_refresher_status(refresher.status(), as_json, result)
+    return EXIT_OK if result.ok else EXIT_NEGATIVE
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    return run_status(url=args.url, cache_dir=args.cache, max_age=args.max_age, as_json=args.json)
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    return run_fetch(
+        url=args.url,
+        cache_dir=args.cache,
+        force=args.force,
+        md5=args.md5,
+        timeout=args.timeout,
+        max_age=args.max_age,
+        as_json=args.json,
+    )
+
+
+def _add_refresher_commands(sub: Any) -> None:
+    from .aws import DEFAULT_URL  # noqa: PLC0415
+
+    p = sub.add_parser(
+        "status",
+        help="freshness of the ranges a server would serve (cache file or embedded snapshot)",
+        description="Show the ip-ranges publication in the cache directory (or the embedded snapshot when it is "
+        "newer or there is none): syncToken, createDate, age, when a worker last confirmed it with the source, and "
+        "whether it is stale. No network access. Exit 0 fresh, 1 stale, 2 bad input.",
+    )
+    p.add_argument("--url", default=DEFAULT_URL, help="the ranges source (default: the AWS URL)")
+    p.add_argument("--cache", metavar="DIR", help="the cache directory the workers share")
+    p.add_argument("--max-age", type=float, default=86400.0, metavar="SECONDS", help="stale after (default 86400)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser(
+        "fetch",
+        help="fetch and validate the ranges now, updating the cache the workers share",
+        description="Download the ranges (conditional request, gzip, size and time limits), validate them (schema, "
+        "syncToken not older, optional MD5, shrink guard) and write them atomically to the cache directory, where "
+        "running workers pick them up without fetching. Exit 0 ok, 1 failed or refused, 2 bad input.",
+    )
+    p.add_argument("--url", default=DEFAULT_URL, help="the ranges source: https://, http://, file:// or a path")
+    p.add_argument("--cache", metavar="DIR", help="the cache directory the workers share (default: validate only)")
+    p.add_argument("--force", action="store_true", help="apply removals the shrink guard holds back")
+    p.add_argument("--md5", metavar="HEX", help="expected MD5 of the document (from AWS's SNS notification)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="socket timeout (default 10)")
+    p.add_argument("--max-age", type=float, default=86400.0, metavar="SECONDS", help="stale after (default 86400)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_fetch)
+
+
 def _add_operator_commands(sub: Any) -> None:
     p = sub.add_parser(
         "check-config",
@@ -552,6 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_lookup)
     _add_operator_commands(sub)
+    _add_refresher_commands(sub)
     return parser
 
 
