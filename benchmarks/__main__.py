@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from ._common import REPO, Section, machine_info
+from ._common import REPO, Section, load_average, machine_info
 from .report import SECTION_TITLES, render
 
 __all__ = ["main"]
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 last = error.strip().splitlines()[-1]
                 sections.append(Section(key, SECTION_TITLES[key], notes=[f"FAILED: `{last}` (traceback on stderr)"]))
         print(f"benchmarks: {group} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    machine["load"] = f"{machine['load']} at start, {load_average()} at end"
     report = render(sections, machine, command, out)
     print(report)
     return 1 if failed else 0

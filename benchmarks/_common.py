@@ -36,6 +36,7 @@ __all__ = [
     "fmt_ns",
     "fmt_ratio",
     "interleaved",
+    "load_average",
     "machine_info",
     "median",
     "package_version",
@@ -193,4 +194,13 @@ def machine_info() -> dict[str, str]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "executable": sys.executable,
         "commit": _git_commit(),
+        "load": load_average(),
     }
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages: on a shared machine, the context every figure needs."""
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"

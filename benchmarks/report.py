@@ -11,7 +11,7 @@ from typing import Any
 
 from ._common import Bars, Curves, Goal, Section, Series, Table, median
 
-__all__ = ["SECTION_TITLES", "render", "table_markdown"]
+__all__ = ["HEADLINE_LOADS", "SECTION_TITLES", "headline_markdown", "render", "table_markdown"]
 
 #: Every section the report always contains, in order (a section that could not run still appears,
 #: with the reason): the quick test checks these headings.
@@ -118,6 +118,47 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+#: Rows of the end-to-end table that make the README headline, in this order.
+HEADLINE_LOADS = (
+    "bare",
+    "originshield t2",
+    "originshield t2, distinct viewers",
+    "originshield t2, rejected (edge)",
+    "naive ipaddress loop",
+    "BaseHTTPMiddleware",
+    "fastapi-guard",
+    "originshield t2, reloading",
+    "originshield t2 + GeoIP",
+)
+
+
+def headline_markdown(sections: Sequence[Section], machine: dict[str, str], command: str) -> str:
+    """The short form for README.md: where and how it was measured, the goals, the main e2e rows."""
+    lines = [
+        f"Measured {machine['date']} on {machine['machine']}, {machine['python']}, commit {machine['commit']}, "
+        f"with `{command}`; load average {machine.get('load', 'unknown')}.",
+        "",
+    ]
+    goals = [g for s in sections for g in s.goals]
+    if goals:
+        lines += [table_markdown(_goal_rows(goals)), ""]
+    for section in sections:
+        if section.key != "e2e" or not section.tables:
+            continue
+        table = section.tables[0]
+        rows = {row[0]: row for row in table.rows}
+        keep = tuple(rows[name][:-1] for name in HEADLINE_LOADS if name in rows)
+        if keep:
+            lines += [table_markdown(Table("", table.columns[:-1], keep)), ""]
+    lookup = next((s for s in sections if s.key == "lookup" and s.tables), None)
+    if lookup:
+        table = lookup.tables[0]
+        cols = (0, 5, 6, 7)  # variant, cold mixed, vs pytricia, cache hit
+        keep = tuple(tuple(row[i] for i in cols) for row in table.rows[:-1])
+        lines += [table_markdown(Table("", tuple(table.columns[i] for i in cols), keep)), ""]
+    return "\n".join(lines)
+
+
 def render(sections: Sequence[Section], machine: dict[str, str], command: str, out: Path) -> Path:
     """Write ``report.md``, ``results.json`` and the plots into ``out``; return the report path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +170,7 @@ def render(sections: Sequence[Section], machine: dict[str, str], command: str, o
     lines.append(f"- date: {machine['date']}")
     lines.append(f"- machine: {machine['machine']} ({machine['os']})")
     lines.append(f"- python: {machine['python']}; commit {machine['commit']}")
+    lines.append(f"- load average (1/5/15 min): {machine.get('load', 'unknown')}")
     lines.append(f"- command: `{command}`")
     lines.append("")
     lines.append("## Goals")
@@ -167,6 +209,7 @@ def render(sections: Sequence[Section], machine: dict[str, str], command: str, o
 
     report = out / "report.md"
     report.write_text("\n".join(lines))
+    (out / "headline.md").write_text(headline_markdown(ordered, machine, command))
     raw = {"machine": machine, "command": command, "sections": [asdict(s) for s in ordered]}
     (out / "results.json").write_text(json.dumps(_jsonable(raw), indent=1, default=str))
     return report

@@ -52,6 +52,7 @@ def test_report_has_every_section(quick_run: tuple[Path, subprocess.CompletedPro
     # The lookup section compares originshield with the peers: its table is always there.
     assert "| originshield |" in report
     assert "FAILED" not in report
+    assert (out / "headline.md").read_text().startswith("Measured ")
 
 
 def test_plots_exist_and_are_linked(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
