@@ -306,15 +306,29 @@ def test_database_replaced_on_disk_while_requests_run(
     threads = [threading.Thread(target=client, args=(ip,)) for ip in (EAST_US, EAST_DE) for _ in range(2)]
     for t in threads:
         t.start()
+
+    def progress(requests: int) -> None:
+        # Wait for requests to complete (not for a fixed time: the machine may be busy), so that
+        # every swap really happens between and during requests.
+        target = sum(seen.values()) + requests
+        deadline = time.monotonic() + 30
+        while sum(seen.values()) < target and not failures:
+            assert time.monotonic() < deadline, "the clients made no progress"
+            time.sleep(0.002)
+
     try:
+        deadline = time.monotonic() + 30
+        while min(seen.values()) == 0 and not failures:  # both clients are running
+            assert time.monotonic() < deadline, "the clients made no progress"
+            time.sleep(0.002)
         for k in range(1, 9):
-            time.sleep(0.05)
+            progress(4)
             shutil.copy(versions[k % 2], tmp_path / "next.mmdb")
             started[0] = k
             os.replace(tmp_path / "next.mmdb", path)
             assert geoip.check() is True
             finished[0] = k
-        time.sleep(0.05)
+        progress(4)
     finally:
         stop.set()
         for t in threads:
