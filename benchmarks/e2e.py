@@ -468,7 +468,9 @@ def execute(plan: Plan, quick: bool, workdir: Path) -> None:
                         script_dir=script_dir,
                     )
                     wrong = res.non_2xx if ld.expect < 400 else res.requests - res.non_2xx
-                    if wrong or res.errors:
+                    if not res.requests:
+                        ld.flagged.append(f"round {r + 1}: no request completed")
+                    elif wrong or res.errors:
                         ld.flagged.append(f"round {r + 1}: {wrong} unexpected statuses, {res.errors} socket errors")
                     ld.results.append(res)
 

@@ -51,6 +51,8 @@ class LoadResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
     def pct(self, p: float) -> float:
+        if not self.requests:  # nothing completed: no latency to speak of
+            return float("nan")
         for q, v in self.percentiles_us:
             if q == p:
                 return v

@@ -8,6 +8,7 @@ operator of design.md's topologies would write it.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -217,7 +218,8 @@ def _reload_section(loads: dict[str, Any], quick: bool, swap_log: Path) -> Any:
         )
     section.tables.append(Table("", ("server", "req/s", "p50 ms", "p99 ms", "p99.9 ms"), tuple(rows)))
     ratio = median([r.pct(99) for r in busy.results]) / median([r.pct(99) for r in idle.results])
-    section.goals.append(Goal(4, "p99 while swapping vs idle", "<= 1.5x", fmt_ratio(ratio), ratio <= 1.5))
+    measured = fmt_ratio(ratio) if not math.isnan(ratio) else "no request completed while swapping"
+    section.goals.append(Goal(4, "p99 while swapping vs idle", "<= 1.5x", measured, ratio <= 1.5))
     section.notes.append(
         f"Swaps completed by the server while under load: {swaps['count']} in {swaps['seconds']:.0f} s "
         f"({swaps['rate']:.1f}/s of swapping, {swaps['mean_ms']:.0f} ms each on average, request handling included)."
@@ -266,14 +268,15 @@ def _geoip_section(loads: dict[str, Any], quick: bool, unavailable: str | None) 
             continue
         b = median([r.rps for r in base.results])
         g = median([r.rps for r in geo.results])
-        rows.append((geo_name, f"{b:,.0f}", f"{g:,.0f}", fmt_ratio(g / b), "; ".join(geo.flagged)))
+        ratio = g / b if b else float("nan")
+        rows.append((geo_name, f"{b:,.0f}", f"{g:,.0f}", fmt_ratio(ratio), "; ".join(geo.flagged)))
         section.goals.append(
             Goal(
                 5,
                 f"country rule cost, {'cache warm' if base_name == 'originshield t2' else 'every request a miss'}",
                 ">= 0.98x the same policy without it",
-                fmt_ratio(g / b),
-                g / b >= 0.98,
+                fmt_ratio(ratio),
+                None if math.isnan(ratio) else ratio >= 0.98,
             )
         )
     section.tables.append(Table("", ("load", "req/s without rule", "req/s with rule", "ratio", "note"), tuple(rows)))
