@@ -77,6 +77,7 @@ _DUPLICATE: Final = b"\x00duplicate"  # marks a repeated single-valued CloudFron
 _VERIFIED, _MISSING, _INVALID, _DUP, _NOT_CONFIGURED = "verified", "missing", "invalid", "duplicate", "not_configured"
 
 _COUNTRY_CODE = re.compile(rb"[A-Z]{2}")
+_ALL_COPIES: Final = object()  # strip marker: the secret header appeared more than once
 
 
 class Outcome:
@@ -324,13 +325,14 @@ class Engine:
         client: Any,
         headers: Any,
         use_cache: bool = True,
-    ) -> tuple[_Result, list[Any] | None, str]:
+    ) -> tuple[_Result, Any, str]:
         """Decide one request from raw ASGI values.
 
-        Returns ``(result, headers, secret)``: ``result[0]`` is the :class:`Outcome` (the rest is the
-        trace :meth:`decision` turns into a :class:`Decision`); ``headers`` is a new header list
-        without the secret header when it was present (the caller puts it in the scope), else
-        ``None``; ``secret`` is the secret's verdict word.
+        Returns ``(result, strip, secret)``: ``result[0]`` is the :class:`Outcome` (the rest is the
+        trace :meth:`decision` turns into a :class:`Decision`); ``strip`` is ``None`` when no secret
+        header was present, else what :meth:`strip_secret` needs to remove it (the caller does so
+        only when the app is going to run: a refused request costs no list copy); ``secret`` is the
+        secret's verdict word.
         """
         # Route: inlined copy of route_for (one Python call less per request).
         end = path.find("/", 1)
@@ -372,31 +374,29 @@ class Engine:
             else:
                 cvc = value if cvc is None else _DUPLICATE
 
-        new_headers: list[Any] | None = None
+        strip: Any = None  # what strip_secret removes, if the app runs
         secret = self.secret
         if secret is None:
             state = _NOT_CONFIGURED
         elif not secret_count:
             state = _MISSING
-        # The secret is removed before the app runs, even when the request is refused or reported.
         elif secret_count == 1:
-            new_headers = list(headers)
-            new_headers.remove(secret_item)  # identity matches first: removes this very item
+            strip = secret_item
             state = _VERIFIED if secret.verify(secret_item[1]) else _INVALID
         else:
-            new_headers = [h for h in headers if h[0].lower() != secret.header]
+            strip = _ALL_COPIES
             state = _DUP
         if client is None:
-            return cr.early[NO_CLIENT_ADDRESS], new_headers, state
+            return cr.early[NO_CLIENT_ADDRESS], strip, state
         if "/." in path and _has_dot_segment(path):
-            return cr.early[BAD_PATH], new_headers, state
+            return cr.early[BAD_PATH], strip, state
         if state is not _VERIFIED and state is not _NOT_CONFIGURED:
             if state is _DUP:
-                return cr.reject_secret_duplicate, new_headers, state
+                return cr.reject_secret_duplicate, strip, state
             if state is _MISSING and cr.reject_secret_missing is not None:
-                return cr.reject_secret_missing, new_headers, state
+                return cr.reject_secret_missing, strip, state
             if state is _INVALID and cr.reject_secret_invalid is not None:
-                return cr.reject_secret_invalid, new_headers, state
+                return cr.reject_secret_invalid, strip, state
 
         host = client[0]
         verified = state is _VERIFIED
@@ -422,13 +422,13 @@ class Engine:
                 key = None
             if key is not None:
                 try:
-                    return cache[key], new_headers, state
+                    return cache[key], strip, state
                 except KeyError:
                     pass
         result = self._evaluate(cr, host, xff, verified, cva, cvc)
         if key is not None and cache is not None:
             cache[key] = result
-        return result, new_headers, state
+        return result, strip, state
 
     def _evaluate(  # noqa: PLR0917 (positional: the cache-miss path, called per request)
         self,
@@ -514,6 +514,19 @@ class Engine:
                 country = None
         reason = cr.policy.policy.country_verdict(country)
         return (outcomes[reason], peer, checked, from_header, viewer, matched, country, country_source)
+
+    def strip_secret(self, headers: Any, strip: Any) -> list[Any]:
+        """``headers`` without the secret header (``strip`` from :meth:`decide`), as a new list.
+
+        Every request that reaches the app goes through this, report-only ones included: the app
+        never sees the secret, so it cannot leak it (logs, error pages, upstream calls).
+        """
+        if strip is _ALL_COPIES:
+            name = self.secret.header if self.secret is not None else b""
+            return [h for h in headers if h[0].lower() != name]
+        out = list(headers)
+        out.remove(strip)  # identity matches first: removes this very item
+        return out
 
     # -- explain -------------------------------------------------------------------------------------
 

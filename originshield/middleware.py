@@ -149,11 +149,11 @@ class OriginShield:
         self._log_level = log_level
         self._status = status
         self._body = body
-        self._reject_headers = [
+        self._reject_headers = (
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", str(len(body)).encode("ascii")),
             (b"cache-control", b"no-store"),
-        ]
+        )
         # Compile against the snapshot in service now: a configuration error surfaces here.
         self._state: Engine = self._compile(holder.current)
         self.counters.seed(self._state.outcome_keys())
@@ -273,21 +273,25 @@ class OriginShield:
                 self._start_holder()
             state = self._state  # read once: this request decides with one generation throughout
             method = scope["method"] if kind == "http" else "GET"  # a websocket handshake is a GET
-            result, headers, secret = state.decide(method, scope["path"], scope.get("client"), scope["headers"])
+            result, strip, secret = state.decide(method, scope["path"], scope.get("client"), scope["headers"])
             outcome = result[0]
             self._counts[outcome.counter_key] += 1
-            if headers is not None:
-                scope["headers"] = headers
             if outcome.allowed:
+                if strip is not None:
+                    scope["headers"] = state.strip_secret(scope["headers"], strip)
                 await self.app(scope, receive, send)
                 return
             if logger.isEnabledFor(self._log_level):
                 decision = state.decision(result, method, scope["path"], scope.get("client"), secret)
                 logger.log(self._log_level, "originshield %s", decision.log_line())
             if outcome.passes:  # report-only
+                if strip is not None:
+                    scope["headers"] = state.strip_secret(scope["headers"], strip)
                 await self.app(scope, receive, send)
             elif kind == "http":
-                await send({"type": "http.response.start", "status": self._status, "headers": self._reject_headers})
+                # A fresh headers list each time: outer middlewares may edit response headers in place.
+                headers = list(self._reject_headers)
+                await send({"type": "http.response.start", "status": self._status, "headers": headers})
                 await send({"type": "http.response.body", "body": self._body})
             else:
                 await self._reject_websocket(scope, send)
@@ -300,7 +304,7 @@ class OriginShield:
         extensions = scope.get("extensions") or {}
         if _WS_DENIAL in extensions:
             await send(
-                {"type": "websocket.http.response.start", "status": self._status, "headers": self._reject_headers}
+                {"type": "websocket.http.response.start", "status": self._status, "headers": list(self._reject_headers)}
             )
             await send({"type": "websocket.http.response.body", "body": self._body})
         else:

@@ -473,3 +473,30 @@ def test_explain_matches_the_middleware(ranges: AwsIpRanges) -> None:
         raw = [(k.encode(), v.encode()) for k, v in headers.items()]
         assert (status(run(shield, scope_of(raw, peer=peer))) == 200) is decision.allowed
         assert json.loads(json.dumps(decision.as_dict()))["reason"] == decision.reason
+
+
+def test_refusal_headers_survive_outer_middleware_editing_in_place(ranges: AwsIpRanges) -> None:
+    """An outer middleware (CORS, GZip...) may append to message["headers"] in place; the next
+    refusal must still carry only its own headers."""
+    shield = OriginShield(Recorder(), ranges=ranges, secret=secret())
+
+    async def outer(scope: Scope, receive: Any, send: Any) -> None:
+        async def tagging_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"].append((b"x-outer", b"1"))
+            await send(message)
+
+        await shield(scope, receive, tagging_send)
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    for _ in range(3):
+        sent.clear()
+        asyncio.run(outer(scope_of([], peer=ATTACKER), receive, send))
+        assert [k for k, _ in sent[0]["headers"]].count(b"x-outer") == 1
