@@ -684,7 +684,7 @@ class Refresher(SnapshotHolder):
                     "refused", f"selection {sel.name!r} is empty in syncToken {doc.sync_token}", "empty-selection"
                 )
         held, newly_held, share = self._guard(doc, force)
-        records = doc.records + tuple(r for r in held if r not in _as_set(doc.records)) if held else doc.records
+        records = doc.records + tuple(held) if held else doc.records  # held records are not in doc
         served = AwsIpRanges(doc.sync_token, doc.create_date, records, doc.source)
         try:
             self.publish(served, source, held_back=tuple(held))
@@ -708,11 +708,11 @@ class Refresher(SnapshotHolder):
         """The held-back records after ``doc``, how many it newly holds, and the shrink share."""
         if force:
             return {}, 0, 0.0
-        new = _as_set(doc.records)
+        contains = _Membership(self._doc.records, doc.records)
         held: dict[Record, int] = {}
         released = 0
         for rec, count in self._held.items():
-            if rec in new:
+            if contains(rec):
                 continue  # re-added: nothing to hold any more
             if count + 1 >= self._confirmations:
                 released += 1  # confirmed by enough newer publications: the removal is real
@@ -720,17 +720,37 @@ class Refresher(SnapshotHolder):
                 held[rec] = count + 1
         if released:
             logger.info("shrink guard: %d held-back removal(s) confirmed and applied", released)
-        removed = [r for r in self._doc.records if r not in new]
+        removed = [r for r in contains.candidates_removed() if not contains(r)]
         if not removed:
             return held, 0, 0.0
-        baseline = self._doc.records + tuple(held)
-        candidate = doc.records + tuple(held)
-        share = max(_removed_share(_prefixes(sel, baseline), _prefixes(sel, candidate)) for sel in self._selectors)
+        share = max(self._removed_share(sel, removed, doc.records, held) for sel in self._selectors)
         if share <= self._shrink_threshold:
             return held, 0, share
         for rec in removed:
             held.setdefault(rec, 0)
         return held, len(removed), share
+
+    def _removed_share(
+        self, sel: Selector, removed: list[Record], new: tuple[Record, ...], held: dict[Record, int]
+    ) -> float:
+        """Share of ``sel``'s address space now served that ``new`` (plus what stays held) drops."""
+        gone = [r.prefix for r in _selected(sel, removed)]
+        if not gone:
+            return 0.0
+        share = 0.0
+        for version in (4, 6):
+            lost_prefixes = [p for p in gone if p.version == version]
+            if not lost_prefixes:
+                continue
+            # Baseline: the previous document plus what stays held (confirmed removals are not "lost" again).
+            before = _intervals(_selected(sel, (*self._doc.records, *held)), version, _yield_gil)
+            total = _size(before)
+            if not total:
+                continue
+            after = _intervals(_selected(sel, (*new, *held)), version, _yield_gil)
+            lost = _intervals(((p, None) for p in lost_prefixes), version, None)
+            share = max(share, (_size(lost) - _overlap(lost, after)) / total)
+        return share
 
     def _release_held(self) -> RefreshResult:
         if not self._held:
@@ -942,10 +962,6 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
 
 
-def _as_set(records: tuple[Record, ...]) -> frozenset[Record]:
-    return frozenset(records)
-
-
 def _selected(sel: Selector, records: Iterable[Record]) -> Iterable[Record]:
     svc, reg, nbg, ver = sel.services, sel.regions, sel.network_border_groups, sel.ip_versions
     return (
@@ -958,22 +974,47 @@ def _selected(sel: Selector, records: Iterable[Record]) -> Iterable[Record]:
     )
 
 
-def _prefixes(sel: Selector, records: Iterable[Record]) -> set[Network]:
-    return {r.prefix for r in _selected(sel, records)}
+class _Membership:
+    """``record in new`` without hashing every record (``Record.__hash__`` runs ipaddress's Python
+    ``__hash__``: 16,828 of them hold the GIL for tens of milliseconds).
+
+    Records unchanged since the previous document are the very same objects (the parser reuses
+    them), so identity settles nearly every question; only records created anew are compared by
+    value, and they are few.
+    """
+
+    __slots__ = ("_fresh", "_new_ids", "_old")
+
+    def __init__(self, old: tuple[Record, ...], new: tuple[Record, ...]) -> None:
+        self._old = old
+        self._new_ids = {id(r) for r in new}
+        old_ids = {id(r) for r in old}
+        self._fresh = frozenset(r for r in new if id(r) not in old_ids)
+
+    def __call__(self, rec: Record) -> bool:
+        return id(rec) in self._new_ids or rec in self._fresh
+
+    def candidates_removed(self) -> list[Record]:
+        new_ids = self._new_ids
+        return [r for r in self._old if id(r) not in new_ids]
 
 
 # -- shrink guard: address-space arithmetic ---------------------------------------------------------
 
 
-def _intervals(prefixes: Iterable[Network], version: int) -> list[tuple[int, int]]:
-    """Sorted, merged [start, end) integer intervals covered by the prefixes of one IP version."""
+def _intervals(records: Iterable[Any], version: int, pause: Callable[[], None] | None) -> list[tuple[int, int]]:
+    """Sorted, merged [start, end) integer intervals covered by the records (or (prefix, _) pairs)
+    of one IP version. Built in slices: a broad selection has thousands of prefixes."""
     bits = 32 if version == 4 else 128
-    spans = sorted(
-        (start, start + (1 << (bits - p.prefixlen)))
-        for p in prefixes
-        if p.version == version
-        for start in (int(p.network_address),)
-    )
+    spans: list[tuple[int, int]] = []
+    for n, item in enumerate(records):
+        prefix = item.prefix if isinstance(item, Record) else item[0]
+        if prefix.version == version:
+            start = int(prefix.network_address)
+            spans.append((start, start + (1 << (bits - prefix.prefixlen))))
+        if pause is not None and n % (4 * _SLICE) == 0:
+            pause()
+    spans.sort()
     merged: list[tuple[int, int]] = []
     for start, end in spans:
         if merged and start <= merged[-1][1]:
@@ -999,22 +1040,6 @@ def _overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> int:
         else:
             j += 1
     return total
-
-
-def _removed_share(before: set[Network], after: set[Network]) -> float:
-    """The largest share, over IP versions, of ``before``'s address space that ``after`` no longer covers."""
-    gone = before - after
-    if not gone:
-        return 0.0
-    share = 0.0
-    for version in (4, 6):
-        total = _size(_intervals(before, version))
-        if not total:
-            continue
-        removed = _intervals(gone, version)
-        lost = _size(removed) - _overlap(removed, _intervals(after, version))
-        share = max(share, lost / total)
-    return share
 
 
 # -- parsing without holding the GIL for long ---------------------------------------------------------
@@ -1054,7 +1079,11 @@ class _Interner:
 
 
 def _parse_document(data: bytes, source: str, interner: _Interner, pause: Callable[[], None] | None) -> AwsIpRanges:
-    """Parse and validate like :meth:`AwsIpRanges.from_bytes`, in small slices (see module doc)."""
+    """Parse and validate like :meth:`AwsIpRanges.from_bytes`, in small slices (see module doc).
+
+    Each entry of the two prefix lists is validated as soon as it is scanned and then dropped, so
+    the 16,828 small dicts die young instead of piling up for a full garbage collection.
+    """
     data = aws._decompress(data)
     try:
         text = data.decode("utf-8")
@@ -1062,8 +1091,9 @@ def _parse_document(data: bytes, source: str, interner: _Interner, pause: Callab
         raise RangesError(f"not a JSON document: {exc}") from None
     if not text.strip():
         raise RangesError("empty document")
+    builder = _RecordBuilder(interner)
     try:
-        doc = _scan_document(text, pause)
+        doc = _scan_document(text, builder.add, pause)
     except (StopIteration, IndexError, ValueError) as exc:
         if isinstance(exc, RangesError):
             raise
@@ -1074,46 +1104,66 @@ def _parse_document(data: bytes, source: str, interner: _Interner, pause: Callab
     create_date = aws._create_date(doc.get("createDate"))
     if "prefixes" not in doc:
         raise RangesError("missing field 'prefixes'")
-    known, networks = interner.records, interner.networks
-    new_known: dict[tuple[Any, ...], tuple[Record, tuple[Any, ...]]] = {}
-    new_networks: dict[str, Network] = {}
-    seen: set[tuple[Any, ...]] = set()
-    records: list[Record] = []
-    for list_key, prefix_key, version in _LISTS:
-        entries = doc.get(list_key, [])
-        if not isinstance(entries, list):
-            raise RangesError(f"{list_key!r} must be a list, got {type(entries).__name__}")
-        for i, entry in enumerate(entries):
-            if pause is not None and i % _SLICE == 0:
-                pause()
-            key: tuple[Any, ...] | None = None
-            hit = None
-            if type(entry) is dict:
-                key = (
-                    entry.get(prefix_key),
-                    entry.get("region"),
-                    entry.get("service"),
-                    entry.get("network_border_group", _ABSENT),
-                    version,
-                )
-                hit = known.get(key)
-            if hit is None:
-                rec = aws._record(entry, f"{list_key}[{i}]", prefix_key, version, networks)
-                nbg = rec.network_border_group
-                canonical = (str(rec.prefix), rec.region, rec.service, _ABSENT if nbg is None else nbg, version)
-                hit = (rec, canonical)
-            rec, canonical = hit
-            if key is not None:
-                new_known[key] = hit
-                new_networks[key[0]] = rec.prefix
-            if canonical not in seen:  # an exact repeat adds no information; never double-attribute
-                seen.add(canonical)
-                records.append(rec)
+    for list_key, _, _ in _LISTS:
+        if list_key in doc and not isinstance(doc[list_key], _Streamed):
+            raise RangesError(f"{list_key!r} must be a list, got {type(doc[list_key]).__name__}")
+    records = builder.records()
     if not records:
         raise RangesError("empty document: no prefixes")
     # Keep only what this document used: the interner never grows past one document.
-    interner.records, interner.networks = new_known, new_networks
-    return AwsIpRanges(sync_token, create_date, tuple(records), source)
+    interner.records, interner.networks = builder.new_known, builder.new_networks
+    return AwsIpRanges(sync_token, create_date, records, source)
+
+
+class _Streamed:
+    """Stands in the scanned document for a prefix list whose entries went to the builder."""
+
+    __slots__ = ()
+
+
+_STREAMED = _Streamed()
+_LIST_INFO: Final = {list_key: (prefix_key, version) for list_key, prefix_key, version in _LISTS}
+
+
+class _RecordBuilder:
+    __slots__ = ("_by_list", "_known", "_networks", "_seen", "new_known", "new_networks")
+
+    def __init__(self, interner: _Interner) -> None:
+        self._known, self._networks = interner.records, interner.networks
+        self.new_known: dict[tuple[Any, ...], tuple[Record, tuple[Any, ...]]] = {}
+        self.new_networks: dict[str, Network] = {}
+        self._seen: set[tuple[Any, ...]] = set()
+        # Records per list: IPv4 first, then IPv6, whatever order the lists come in (as aws.py does).
+        self._by_list: dict[str, list[Record]] = {list_key: [] for list_key, _, _ in _LISTS}
+
+    def add(self, list_key: str, i: int, entry: Any) -> None:
+        prefix_key, version = _LIST_INFO[list_key]
+        key: tuple[Any, ...] | None = None
+        hit = None
+        if type(entry) is dict:
+            key = (
+                entry.get(prefix_key),
+                entry.get("region"),
+                entry.get("service"),
+                entry.get("network_border_group", _ABSENT),
+                version,
+            )
+            hit = self._known.get(key)
+        if hit is None:
+            rec = aws._record(entry, f"{list_key}[{i}]", prefix_key, version, self._networks)
+            nbg = rec.network_border_group
+            canonical = (str(rec.prefix), rec.region, rec.service, _ABSENT if nbg is None else nbg, version)
+            hit = (rec, canonical)
+        rec, canonical = hit
+        if key is not None:
+            self.new_known[key] = hit
+            self.new_networks[key[0]] = rec.prefix
+        if canonical not in self._seen:  # an exact repeat adds no information; never double-attribute
+            self._seen.add(canonical)
+            self._by_list[list_key].append(rec)
+
+    def records(self) -> tuple[Record, ...]:
+        return tuple(rec for list_key, _, _ in _LISTS for rec in self._by_list[list_key])
 
 
 def _ws(text: str, pos: int) -> int:
@@ -1121,8 +1171,9 @@ def _ws(text: str, pos: int) -> int:
     return match.end() if match else pos
 
 
-def _scan_document(text: str, pause: Callable[[], None] | None) -> Any:
-    """``json.loads(text)`` for an object, scanning the two big arrays one element at a time."""
+def _scan_document(text: str, on_entry: Callable[[str, int, Any], None], pause: Callable[[], None] | None) -> Any:
+    """``json.loads(text)``, except that the elements of the two prefix lists are scanned one at a
+    time and handed to ``on_entry(list_key, index, element)`` instead of being collected."""
     ws = _ws
     pos = ws(text, 0)
     if text[pos] != "{":
@@ -1144,15 +1195,18 @@ def _scan_document(text: str, pause: Callable[[], None] | None) -> Any:
             if text[pos] != ":":
                 raise ValueError(f"expected ':' at offset {pos}")
             pos = ws(text, pos + 1)
-            if key in ("prefixes", "ipv6_prefixes") and text[pos] == "[":
-                items: list[Any] = []
+            if key in _LIST_INFO and text[pos] == "[":
+                if key in doc:  # json.loads would keep the last one; the entries already went out
+                    raise RangesError(f"duplicate key {key!r}")
+                index = 0
                 pos = ws(text, pos + 1)
                 if text[pos] == "]":
                     pos += 1
                 else:
                     while True:
                         item, pos = _SCAN(text, pos)
-                        items.append(item)
+                        on_entry(key, index, item)
+                        index += 1
                         count += 1
                         if pause is not None and count % _SLICE == 0:
                             pause()
@@ -1163,8 +1217,10 @@ def _scan_document(text: str, pause: Callable[[], None] | None) -> Any:
                             break
                         if sep != ",":
                             raise ValueError(f"expected ',' or ']' at offset {pos}")
-                doc[key] = items
+                doc[key] = _STREAMED
             else:
+                if isinstance(doc.get(key), _Streamed):
+                    raise RangesError(f"duplicate key {key!r}")
                 doc[key], pos = _SCAN(text, pos)
             pos = ws(text, pos)
             sep = text[pos]
