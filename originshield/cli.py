@@ -655,6 +655,48 @@ def _add_operator_commands(sub: Any) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+def _cmd_status_config(args: argparse.Namespace) -> int:
+    if args.config is None:
+        return _cmd_status(args)
+    refresher = _config_refresher(args)
+    status = refresher.status()
+    _print_refresher_status(status, args.json)
+    return EXIT_NEGATIVE if status.stale else EXIT_OK
+
+
+def _cmd_fetch_config(args: argparse.Namespace) -> int:
+    if args.config is None:
+        return _cmd_fetch(args)
+    refresher = _config_refresher(args)
+    result = refresher.refresh_now(force=args.force, expected_md5=args.md5)
+    _print_refresher_status(refresher.status(), args.json, result)
+    return EXIT_OK if result.ok else EXIT_NEGATIVE
+
+
+def _config_refresher(args: argparse.Namespace) -> Any:
+    """``status`` / ``fetch`` with ``--config``: the source, cache directory, timeouts and the
+    policies' selections (validated on fetch, measured by the shrink guard) come from ``[ranges]``."""
+    from .aws import DEFAULT_URL  # noqa: PLC0415
+
+    given = [flag for flag, value in (("--url", args.url != DEFAULT_URL), ("--cache", args.cache is not None)) if value]
+    if given:
+        raise ConfigError(f"{' and '.join(given)}: not with --config (the [ranges] table says where)")
+    return load_config(args.config).refresher()
+
+
+def _add_config_variants(sub: Any) -> None:
+    """``--config FILE`` on top of the refresher's ``status`` and ``fetch`` commands."""
+    for name, func in (("status", _cmd_status_config), ("fetch", _cmd_fetch_config)):
+        p = sub.choices[name]
+        p.add_argument(
+            "--config",
+            metavar="FILE",
+            help="take the source, cache directory, max age and timeout from the [ranges] table of this "
+            "configuration file (and, for fetch, check that every policy's selection is still non-empty)",
+        )
+        p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="originshield", description="Admit only CloudFront / AWS traffic to a web origin.")
     parser.add_argument("--version", action="version", version=f"originshield {__version__}")
@@ -672,6 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_lookup)
     _add_operator_commands(sub)
     _add_refresher_commands(sub)
+    _add_config_variants(sub)
     return parser
 
 

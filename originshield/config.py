@@ -77,7 +77,7 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import aws
 from .aws import DEFAULT_URL, AwsIpRanges, Network, Selector
@@ -87,6 +87,9 @@ from .middleware import ASGIApp, OriginShield
 from .policy import CountryResolver, Policy, Route
 from .secret import SecretHeader
 from .snapshot import SnapshotHolder
+
+if TYPE_CHECKING:
+    from .refresher import Refresher
 
 __all__ = [
     "ENVIRONMENT",
@@ -271,7 +274,7 @@ class Config:
         path = self.ranges.local_file
         if path is not None:
             return _load_file(path, self.path)
-        return self._refresher(initial=None, watchers=()).current.ranges
+        return self.refresher(initial=None, watchers=()).current.ranges
 
     def make_holder(self, watchers: Sequence[Any] = ()) -> SnapshotHolder:
         """The snapshot holder for a server: a :class:`~originshield.refresher.Refresher` (its thread
@@ -281,11 +284,18 @@ class Config:
             return SnapshotHolder(_embedded(), "embedded")
         path = self.ranges.local_file
         initial = _load_file(path, self.path) if path is not None else None
-        return self._refresher(initial=initial, watchers=watchers)
+        return self.refresher(initial=initial, watchers=watchers)
 
-    def _refresher(self, *, initial: AwsIpRanges | None, watchers: Iterable[Any]) -> SnapshotHolder:
+    def refresher(self, *, initial: AwsIpRanges | None = None, watchers: Iterable[Any] = ()) -> Refresher:
+        """A :class:`~originshield.refresher.Refresher` with the ``[ranges]`` settings and the
+        policies' selections (never started here, never touching the network in the constructor);
+        ``originshield status/fetch --config`` use it as is."""
         from .refresher import Refresher  # noqa: PLC0415 - only servers and offline loads need it
 
+        if self.ranges.source == _EMBEDDED:
+            raise ConfigError(
+                f"{self.path}: ranges.source: 'embedded' is a fixed snapshot: there is nothing to refresh"
+            )
         r = self.ranges
         try:
             return Refresher(
