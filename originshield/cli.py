@@ -1,7 +1,9 @@
 """The operator command line: ``originshield COMMAND ...`` (also ``python -m originshield``).
 
 Exit codes, shared by every command: 0 success (for ``lookup``: the address matched), 1 a negative
-answer (no match, a check that found problems), 2 bad input or usage (one line on stderr).
+answer (``lookup``: no match; ``explain``: refused; ``diff``: changed; ``check-config``: invalid;
+``status``: stale; ``fetch``: failed or refused; ``demo --check``: a decision not as expected), 2 bad
+input or usage (one line on stderr).
 Each command lives in one ``_cmd_*`` function registered in :func:`build_parser`.
 """
 
