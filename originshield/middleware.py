@@ -154,6 +154,7 @@ class OriginShield:
             (b"content-length", str(len(body)).encode("ascii")),
             (b"cache-control", b"no-store"),
         )
+        self._swap_lock = threading.Lock()  # serialises writers of _state; requests never take it
         # Compile against the snapshot in service now: a configuration error surfaces here.
         self._state: Engine = self._compile(holder.current)
         self.counters.seed(self._state.outcome_keys())
@@ -190,7 +191,9 @@ class OriginShield:
     def _on_snapshot(self, snap: Snapshot) -> None:
         # In the publisher's thread, before the holder swaps: build everything, then one assignment.
         # Raising (e.g. a selection became empty) vetoes the swap and keeps the current data.
-        self._state = self._compile(snap)
+        engine = self._compile(snap)
+        with self._swap_lock:
+            self._state = engine
 
     def _on_geoip_reload(self, *_args: object) -> None:
         self.clear_cache()
@@ -212,7 +215,9 @@ class OriginShield:
 
     def clear_cache(self) -> None:
         """Start a new, empty decision cache (e.g. after the GeoIP database changed)."""
-        self._state = self._state.with_fresh_cache()
+        # Under the swap lock: a GeoIP reload racing a ranges swap must not put the old engine back.
+        with self._swap_lock:
+            self._state = self._state.with_fresh_cache()
 
     def explain(
         self,
