@@ -1,6 +1,7 @@
 """originshield: admit only Amazon CloudFront / AWS traffic to a web origin."""
 
 from .aws import AwsIpRanges, Record, Selection, load
+from .config import Config, load_config
 from .errors import ConfigError, InvalidAddress, OriginShieldError, RangesError
 from .geoip import CountryDatabase, GeoIPDatabaseError
 from .metrics import Counters
@@ -12,6 +13,7 @@ from .secret import SecretHeader
 
 __all__ = [
     "AwsIpRanges",
+    "Config",
     "ConfigError",
     "Counters",
     "CountryDatabase",
@@ -35,5 +37,6 @@ __all__ = [
     "Selection",
     "WatchedFile",
     "load",
+    "load_config",
 ]
 __version__ = "0.1.0"
