@@ -663,7 +663,7 @@ class Refresher(SnapshotHolder):
         return result
 
     def _parse(self, body: bytes, source: str) -> AwsIpRanges:
-        return _parse_document(body, source, self._interner, _yield_gil)
+        return _parse_document(body, source, self._interner, _Pacer())
 
     def _apply(self, doc: AwsIpRanges, source: Source, *, force: bool) -> RefreshResult:
         current = self.current
@@ -743,11 +743,11 @@ class Refresher(SnapshotHolder):
             if not lost_prefixes:
                 continue
             # Baseline: the previous document plus what stays held (confirmed removals are not "lost" again).
-            before = _intervals(_selected(sel, (*self._doc.records, *held)), version, _yield_gil)
+            before = _intervals(_selected(sel, (*self._doc.records, *held)), version, _Pacer())
             total = _size(before)
             if not total:
                 continue
-            after = _intervals(_selected(sel, (*new, *held)), version, _yield_gil)
+            after = _intervals(_selected(sel, (*new, *held)), version, _Pacer())
             lost = _intervals(((p, None) for p in lost_prefixes), version, None)
             share = max(share, (_size(lost) - _overlap(lost, after)) / total)
         return share
@@ -1007,12 +1007,12 @@ def _intervals(records: Iterable[Any], version: int, pause: Callable[[], None] |
     of one IP version. Built in slices: a broad selection has thousands of prefixes."""
     bits = 32 if version == 4 else 128
     spans: list[tuple[int, int]] = []
-    for n, item in enumerate(records):
+    for item in records:
         prefix = item.prefix if isinstance(item, Record) else item[0]
         if prefix.version == version:
             start = int(prefix.network_address)
             spans.append((start, start + (1 << (bits - prefix.prefixlen))))
-        if pause is not None and n % (4 * _SLICE) == 0:
+        if pause is not None:
             pause()
     spans.sort()
     merged: list[tuple[int, int]] = []
@@ -1049,14 +1049,31 @@ _WS = re.compile(r"[ \t\n\r]*")
 _SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 _ABSENT: Final = "\0absent"  # a key part no validated string can equal (names are non-empty, no NUL check needed)
 _LISTS: Final = (("prefixes", "ip_prefix", 4), ("ipv6_prefixes", "ipv6_prefix", 6))
-#: Entries handled between two short sleeps: about half a millisecond of work on our machine.
-_SLICE: Final = 64
+#: Longest stretch of work between two yields of the GIL. An asyncio server waits at most about
+#: this long for the GIL instead of the 5 ms switch interval (sys.getswitchinterval()).
+_BUDGET: Final = 0.0005
 
 
-def _yield_gil() -> None:
-    # A real sleep, not sleep(0): a thread that releases the GIL only for an instant usually
-    # takes it straight back before the waiting event loop thread has woken up.
-    time.sleep(0.0001)
+class _Pacer:
+    """Called once per unit of work (a JSON entry, a prefix); past the budget, it sleeps briefly.
+
+    A real sleep, not ``sleep(0)``: a thread that releases the GIL only for an instant usually
+    takes it straight back before the waiting event-loop thread has even woken up.
+    """
+
+    __slots__ = ("_count", "_since")
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._since = time.perf_counter()
+
+    def __call__(self) -> None:
+        self._count += 1
+        if self._count & 15:  # look at the clock every 16 units only
+            return
+        if time.perf_counter() - self._since >= _BUDGET:
+            time.sleep(0.0001)
+            self._since = time.perf_counter()
 
 
 @dataclass(slots=True)
@@ -1183,7 +1200,6 @@ def _scan_document(text: str, on_entry: Callable[[str, int, Any], None], pause: 
         return value
     doc: dict[str, Any] = {}
     pos = ws(text, pos + 1)
-    count = 0
     if text[pos] == "}":
         pos += 1
     else:
@@ -1207,8 +1223,7 @@ def _scan_document(text: str, on_entry: Callable[[str, int, Any], None], pause: 
                         item, pos = _SCAN(text, pos)
                         on_entry(key, index, item)
                         index += 1
-                        count += 1
-                        if pause is not None and count % _SLICE == 0:
+                        if pause is not None:
                             pause()
                         pos = ws(text, pos)
                         sep = text[pos]

@@ -750,3 +750,34 @@ def test_failing_watcher_is_counted_and_never_fatal(tmp_path: Path) -> None:
     status = refresher.status()
     assert status.counts == {"watcher-error": 4}
     assert [(w.name, w.reloads, w.failures) for w in status.watchers] == [("exploding", 0, 3), ("db", 1, 1)]
+
+
+# -- with the middleware --------------------------------------------------------------------------------------
+
+
+def test_middleware_starts_and_stops_the_refresher_and_sees_each_swap(server: _Server) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route as StarletteRoute
+    from starlette.testclient import TestClient
+
+    from originshield.middleware import OriginShield
+    from originshield.policy import Policy
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    app = Starlette(routes=[StarletteRoute("/", hello)])
+    before, after = (RAW[i] for i, p in enumerate(HISTORY) if "1786397225" in p.name or "1786678024" in p.name)
+    refresher = _refresher(server.url, initial=before, selectors=[ORIGIN_FACING], interval=3600)
+    shield = OriginShield(
+        app, ranges=refresher, default=Policy.of("edge", selectors=["cloudfront-origin-facing"], source="peer")
+    )
+    new_edge = "24.110.128.9"  # joins CLOUDFRONT_ORIGIN_FACING in publication 1786678024 (PROVENANCE.md)
+    with TestClient(shield):
+        assert refresher.running  # started on lifespan startup
+        assert not shield.explain("GET", "/", peer=new_edge).allowed
+        server.serve(after)
+        assert refresher.refresh_now().outcome == "applied"
+        assert shield.explain("GET", "/", peer=new_edge).allowed
+    assert not refresher.running  # stopped on lifespan shutdown

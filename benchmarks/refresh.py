@@ -1,0 +1,276 @@
+"""Refresher benchmark (issue 4): fetch-parse-build-swap time, event-loop stall proxy, memory over swaps.
+
+Entry points:
+
+- ``run(quick) -> dict``: the section for the benchmark report (rendered by ``refresh_report``).
+  Measures, against a loopback HTTP server serving the full real publication (2.6 MB):
+  the time of one ``refresh_now()`` (download, sliced parse + validation, shrink guard, swap; and
+  the same plus building a RadixTree of all 16,828 records in a listener, as a middleware whose
+  policy selects everything would), the core parser ``AwsIpRanges.from_bytes`` for comparison, a
+  GIL-stall proxy (wake-up latency of a thread sleeping 1 ms, idle vs. while swapping back to back,
+  for the refresher's sliced parser and for a naive ``from_bytes`` loop), and the RSS before and
+  after 100 swaps.
+- ``swap_driver() -> SwapDriver``: for the uvicorn p99-under-reload measurement. ``driver.holder``
+  is a real :class:`~originshield.refresher.Refresher` (give it to ``OriginShield(app,
+  ranges=driver.holder)``, which subscribes its listener); each ``driver.swap()`` is one
+  ``refresh_now()`` against a loopback server that alternates the two newest real publications
+  with an ever-increasing syncToken, so every call is a full accepted update (download, parse,
+  validate, guard, listeners, swap). ``driver.close()`` stops the server.
+- ``start_swapping(driver=None) -> stop``: a daemon thread calling ``driver.swap()`` back to back;
+  call the returned function to stop it (it returns the number of swaps done).
+"""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import http.server
+import os
+import re
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from originshield.aws import AwsIpRanges
+from originshield.radix import RadixTree
+from originshield.refresher import Refresher
+from originshield.snapshot import Snapshot
+
+__all__ = ["LoopbackSource", "SwapDriver", "run", "start_swapping", "swap_driver"]
+
+HISTORY = Path(__file__).resolve().parent.parent / "tests" / "data" / "aws" / "history"
+_TOKEN = re.compile(rb'"syncToken": "(\d+)"')
+
+
+class LoopbackSource:
+    """A ThreadingHTTPServer on 127.0.0.1 serving the newest publications in turn, each time with a
+    syncToken one higher than the last (so the refresher accepts every one as an update)."""
+
+    def __init__(self, count: int = 2) -> None:
+        self.documents = [gzip.decompress(p.read_bytes()) for p in sorted(HISTORY.glob("ip-ranges-*.json.gz"))[-count:]]
+        self._token = max(int(m.group(1)) for d in self.documents if (m := _TOKEN.search(d)))
+        self._lock = threading.Lock()
+        self._served = 0
+        source = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                body = source.next_document()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/ip-ranges.json"
+        threading.Thread(target=self.server.serve_forever, name="bench-ranges-source", daemon=True).start()
+
+    def next_document(self) -> bytes:
+        with self._lock:
+            self._token += 1
+            doc = self.documents[self._served % len(self.documents)]
+            self._served += 1
+            token = self._token
+        return _TOKEN.sub(b'"syncToken": "%d"' % token, doc, count=1)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class SwapDriver:
+    description = (
+        "Refresher.refresh_now() against a loopback HTTP server alternating the two newest real publications "
+        "(2.6 MB each, rising syncToken): download, sliced parse + validation, shrink guard, listeners, swap"
+    )
+
+    def __init__(self) -> None:
+        self.source = LoopbackSource()
+        first = AwsIpRanges.from_bytes(self.source.documents[0])
+        self.holder = Refresher(self.source.url, initial=first, timeout=10.0)
+        self.swaps = 0
+
+    def swap(self) -> Snapshot:
+        result = self.holder.refresh_now()
+        if result.outcome != "applied":
+            raise RuntimeError(f"benchmark swap not applied: {result}")
+        self.swaps += 1
+        return self.holder.current
+
+    def close(self) -> None:
+        self.holder.stop(1.0)
+        self.source.close()
+
+
+def swap_driver() -> SwapDriver:
+    return SwapDriver()
+
+
+def start_swapping(driver: SwapDriver | None = None) -> Callable[[], int]:
+    """Swap back to back in a daemon thread until the returned function is called."""
+    drv = driver or swap_driver()
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            drv.swap()
+
+    thread = threading.Thread(target=loop, name="bench-refresher-swaps", daemon=True)
+    thread.start()
+
+    def stopper() -> int:
+        stop.set()
+        thread.join()
+        if driver is None:
+            drv.close()
+        return drv.swaps
+
+    return stopper
+
+
+# -- measurements -------------------------------------------------------------------------------------
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _median_ms(values: list[float]) -> float:
+    return round(statistics.median(values) * 1e3, 1)
+
+
+def _wakeup_latency(seconds: float, background: Callable[[], object] | None) -> dict[str, float]:
+    """Overshoot of a 1 ms sleep in one thread while ``background`` runs in a loop in another: how
+    long a thread that wants the GIL back (an event loop after select()) waits for it."""
+    stop = threading.Event()
+    samples: list[float] = []
+
+    def probe() -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            time.sleep(0.001)
+            samples.append(time.perf_counter() - t0 - 0.001)
+
+    def work() -> None:
+        while not stop.is_set():
+            if background is not None:
+                background()
+            else:
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=probe), threading.Thread(target=work)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    samples.sort()
+    return {
+        "samples": len(samples),
+        "p50_ms": round(samples[len(samples) // 2] * 1e3, 2),
+        "p99_ms": round(samples[int(len(samples) * 0.99)] * 1e3, 2),
+        "max_ms": round(samples[-1] * 1e3, 2),
+    }
+
+
+def run(quick: bool = False) -> dict[str, object]:
+    rounds = 5 if quick else 20
+    memory_swaps = 30 if quick else 100
+    probe_seconds = 2.0 if quick else 5.0
+    driver = SwapDriver()
+    try:
+        refresher = driver.holder
+        raw = driver.source.documents[-1]
+
+        # 1. One full update: fetch + sliced parse/validate + guard + swap, without and with a tree build.
+        plain = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            driver.swap()
+            plain.append(time.perf_counter() - t0)
+        # 2. GIL stall proxy.
+        idle = _wakeup_latency(probe_seconds, None)
+        sliced = _wakeup_latency(probe_seconds, driver.swap)
+        naive = _wakeup_latency(probe_seconds, lambda: AwsIpRanges.from_bytes(raw))
+
+        builds: list[float] = []
+
+        def build_all(snap: Snapshot) -> None:
+            t0 = time.perf_counter()
+            RadixTree.build(snap.ranges.records)
+            builds.append(time.perf_counter() - t0)
+
+        refresher.subscribe(build_all)
+        with_tree = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            driver.swap()
+            with_tree.append(time.perf_counter() - t0)
+        core = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            AwsIpRanges.from_bytes(raw)
+            core.append(time.perf_counter() - t0)
+
+        # 3. Memory across swaps (the tree-building listener stays subscribed: the realistic case).
+        for _ in range(5):
+            driver.swap()
+        gc.collect()
+        before = _rss_mb()
+        for _ in range(memory_swaps):
+            driver.swap()
+        gc.collect()
+        after = _rss_mb()
+    finally:
+        driver.close()
+    growth = round(after - before, 1)
+    return {
+        "intro": (
+            "One refresh of the full real publication (2.6 MB, 16,828 records) served by a loopback HTTP server; "
+            "every update carries a new syncToken so each is a full accepted update. Medians."
+        ),
+        "refresh_now() (fetch + parse + validate + guard + swap), ms": _median_ms(plain),
+        "refresh_now() + RadixTree of all records in a listener, ms": _median_ms(with_tree),
+        "of which RadixTree.build(all records), ms": _median_ms(builds),
+        "AwsIpRanges.from_bytes (core parser, one json.loads), ms": _median_ms(core),
+        "wake-up latency of a 1 ms sleeper (GIL stall proxy)": [
+            {"background": "idle", **idle},
+            {"background": "refresher swaps back to back (sliced parse)", **sliced},
+            {"background": "AwsIpRanges.from_bytes back to back (naive)", **naive},
+        ],
+        f"RSS before {memory_swaps} swaps, MB": round(before, 1),
+        f"RSS after {memory_swaps} swaps, MB": round(after, 1),
+        "goals": [
+            {
+                "issue": 4,
+                "name": f"memory growth over {memory_swaps} swaps",
+                "target": "no growth beyond noise (< 5 MB)",
+                "measured": f"{growth:+.1f} MB",
+                "met": growth < 5.0,
+            }
+        ],
+        "notes": [
+            "The stall proxy is not the p99 goal (that is measured through uvicorn by the e2e section): it shows why "
+            "the refresher parses in slices. json.loads of the document is one C call holding the GIL for tens of "
+            "milliseconds; the sliced parser yields every 64 entries and reuses unchanged records.",
+        ],
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import json
+    import sys
+
+    print(json.dumps(run("--quick" in sys.argv), indent=2, default=str))
