@@ -48,6 +48,8 @@ __all__ = ["Load", "Server", "run"]
 ROUNDS = 7
 #: Distinct viewer addresses in the cache-miss loads (more than the decision cache holds).
 DISTINCT = 8192
+#: The A/A control load's name (same configuration as the headline, another process).
+CONTROL = "originshield t2 (A/A control)"
 SECONDS = 3.0
 
 _APP_TEXT = {
@@ -205,7 +207,7 @@ def _start(group: list[Server], workdir: Path) -> None:
     env = dict(os.environ)
     env["ORIGINSHIELD_BENCH_SETTINGS"] = Settings(SECRET, extra).to_env()
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    log = workdir / f"serve-{group[0].variant}.log"
+    log = workdir / f"serve-{group[0].variant}-{group[0].port}.log"
     status = workdir / "serve-status.tsv"
     # Started unpinned (start-up is import + parse work that both cores can share); pinned once ready.
     with log.open("w") as err:
@@ -314,6 +316,10 @@ def default_plan(quick: bool, workdir: Path) -> Plan:
             "fastapi-guard",
         )
     }
+    # A/A control: a second server with the headline's exact configuration. Its ratio to the
+    # headline is pure noise, the resolution of this run: a difference smaller than that between
+    # two variants is not a difference.
+    servers["originshield-t2-replica"] = Server("originshield-t2")
     loads = [
         Load("bare", "bare", allowed, 200, f"trivial app ({APP_KIND}), no middleware"),
         Load(
@@ -322,6 +328,13 @@ def default_plan(quick: bool, workdir: Path) -> Plan:
             allowed,
             200,
             f"headline: ALB peer 127.0.0.1, edge rotates over {n} origin-facing addresses (cache warm)",
+        ),
+        Load(
+            CONTROL,
+            "originshield-t2-replica",
+            allowed,
+            200,
+            "A/A control: a second server identical to the headline one (its ratio to it is noise)",
         ),
         Load(
             "originshield t2, distinct viewers",
@@ -563,6 +576,15 @@ def e2e_section(plan: Plan, quick: bool) -> Section:
         a, b = median(t2.cpu_us_per_req), median(rej.cpu_us_per_req)
         section.goals.append(
             Goal(3, "server time: rejected (edge) vs allowed", "rejected < allowed", f"{b:.0f} µs vs {a:.0f} µs", b < a)
+        )
+    control = by.get(CONTROL)
+    if t2 and t2.results and control and control.results:
+        noise = _med(control, lambda r: r.rps) / _med(t2, lambda r: r.rps)
+        section.notes.append(
+            f"Noise floor of this run: the A/A control (same configuration as the headline, another process) "
+            f"measured {fmt_ratio(noise)} of the headline's throughput and "
+            f"{fmt_ratio(_med(control, lambda r: r.pct(99)) / _med(t2, lambda r: r.pct(99)))} of its p99. "
+            "Differences of that size between variants are noise, not cost."
         )
     naive = by.get("naive ipaddress loop")
     if naive and naive.results and bare and bare.results:

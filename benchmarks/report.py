@@ -122,6 +122,7 @@ def _jsonable(obj: Any) -> Any:
 HEADLINE_LOADS = (
     "bare",
     "originshield t2",
+    "originshield t2 (A/A control)",
     "originshield t2, distinct viewers",
     "originshield t2, rejected (edge)",
     "naive ipaddress loop",
@@ -150,6 +151,7 @@ def headline_markdown(sections: Sequence[Section], machine: dict[str, str], comm
         keep = tuple(rows[name][:-1] for name in HEADLINE_LOADS if name in rows)
         if keep:
             lines += [table_markdown(Table("", table.columns[:-1], keep)), ""]
+        lines += [note for note in section.notes if note.startswith("Noise floor")] + [""]
     lookup = next((s for s in sections if s.key == "lookup" and s.tables), None)
     if lookup:
         table = lookup.tables[0]

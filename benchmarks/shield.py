@@ -226,7 +226,25 @@ def _reload_section(loads: dict[str, Any], quick: bool, swap_log: Path) -> Any:
     )
     if busy.flagged:
         section.notes.append("FLAGGED: " + "; ".join(busy.flagged))
+    section.notes += _noise_note(loads, "p99")
     return section
+
+
+def _noise_note(loads: dict[str, Any], what: str) -> list[str]:
+    """The A/A control's ratio to the headline: differences smaller than that are noise."""
+    from ._common import fmt_ratio, median
+    from .e2e import CONTROL
+
+    base, control = loads.get("originshield t2"), loads.get(CONTROL)
+    if not base or not control or not base.results or not control.results:
+        return []
+    if what == "p99":
+        ratio = median([r.pct(99) for r in control.results]) / median([r.pct(99) for r in base.results])
+    else:
+        ratio = median([r.rps for r in control.results]) / median([r.rps for r in base.results])
+    return [
+        f"Noise floor: two identical headline servers measured {fmt_ratio(ratio)} of each other's {what} in this run."
+    ]
 
 
 def _swap_stats(path: Path) -> dict[str, Any]:
@@ -280,4 +298,5 @@ def _geoip_section(loads: dict[str, Any], quick: bool, unavailable: str | None) 
             )
         )
     section.tables.append(Table("", ("load", "req/s without rule", "req/s with rule", "ratio", "note"), tuple(rows)))
+    section.notes += _noise_note(loads, "throughput")
     return section
