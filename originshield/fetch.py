@@ -150,9 +150,11 @@ def _fetch_http(
     if last_modified:
         headers["If-Modified-Since"] = last_modified
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 - scheme checked by the caller
-    opener = urllib.request.build_opener(
-        urllib.request.HTTPSHandler(context=context or ssl.create_default_context()), _NoDowngradeRedirect()
-    )
+    handlers: list[urllib.request.BaseHandler] = [_NoDowngradeRedirect()]
+    if url.startswith("https:"):
+        # Creating a context loads the CA bundle (tens of milliseconds): callers pass one to reuse.
+        handlers.append(urllib.request.HTTPSHandler(context=context or ssl.create_default_context()))
+    opener = urllib.request.build_opener(*handlers)
     started = time.monotonic()
     try:
         response = opener.open(request, timeout=timeout)

@@ -448,10 +448,15 @@ class Refresher(SnapshotHolder):
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the background thread (idempotent; a stopped refresher is not restarted)."""
+        """Start the background thread; idempotent. After :meth:`stop` it starts a new thread
+        (a server may run several lifespans, e.g. tests or a reload)."""
         with self._state_lock:
-            if self._stopped or (self._thread is not None and self._thread.is_alive()):
+            thread = self._thread
+            if thread is not None and thread.is_alive() and not self._stop_event.is_set():
                 return
+            # A thread told to stop but still finishing a step exits on its own; the refresh
+            # lock keeps it and the new thread from refreshing at the same time.
+            self._stopped = False
             self._stop_event = threading.Event()
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
@@ -636,14 +641,16 @@ class Refresher(SnapshotHolder):
                 timeout=self._timeout,
                 deadline=self._deadline,
                 max_bytes=self._max_bytes,
-                context=self._ssl_context,
+                context=self._context(),
             )
         except FetchError as exc:
             return self._result("failed", str(exc), exc.reason)
         if fetched.status == "not-modified":
             self._write_meta_checked()
-            if force and self._held:
-                return self._release_held()
+            if force:
+                self._write_meta_forced()
+                if self._held:
+                    return self._release_held()
             return self._confirmed("not-modified", "304 Not Modified")
         body = fetched.body
         if expected_md5 is not None and md5_hex(body) != expected_md5.strip().lower():
@@ -662,6 +669,12 @@ class Refresher(SnapshotHolder):
                 self._write_cache(body, doc.sync_token, force)
         return result
 
+    def _context(self) -> ssl.SSLContext | None:
+        # Certificate verification with the system CA bundle (the default context), created once.
+        if self._ssl_context is None and self.url.lower().startswith("https:"):
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
     def _parse(self, body: bytes, source: str) -> AwsIpRanges:
         return _parse_document(body, source, self._interner, _Pacer())
 
@@ -678,6 +691,8 @@ class Refresher(SnapshotHolder):
             if force and self._held:
                 return self._release_held()
             return self._confirmed("unchanged", f"syncToken {doc.sync_token} already in service")
+        # (force on an unchanged document is recorded in the cache by _write_cache: other workers
+        # release what they hold back when they see the flag.)
         for sel in self._selectors:
             if not any(True for _ in _selected(sel, doc.records)):
                 return self._result(
@@ -842,7 +857,10 @@ class Refresher(SnapshotHolder):
             return
         meta = CacheMeta(sync_token, self._etag, self._last_modified, self.url, time.time(), forced)
         try:
-            if cache.read_meta() != meta or not os.path.exists(cache.document):
+            old = cache.read_meta()
+            if old is not None and old.sync_token == sync_token and os.path.exists(cache.document):
+                cache.write_meta(meta)  # the same publication again: only the verification time moves
+            else:
                 cache.write(body, meta)
                 self._cache_sig = FileSignature.of(cache.document)
         except OSError as exc:

@@ -7,22 +7,26 @@ import functools
 import gzip
 import hashlib
 import http.server
+import ipaddress
 import json
 import logging
 import os
+import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from originshield.aws import AwsIpRanges, Selector
+from originshield.aws import AwsIpRanges, Record, Selector
 from originshield.radix import RadixTree
 from originshield.refresher import Refresher, WatchedFile, _Interner, _parse_document
 from originshield.snapshot import Snapshot
@@ -206,13 +210,33 @@ def test_bad_configuration_raises_config_error_naming_the_key(kwargs: dict[str, 
 # -- replay of the real publications ----------------------------------------------------------------------
 
 
+def _reference(raw: bytes, networks: dict[str, Any]) -> AwsIpRanges:
+    """The publication's records built directly from its JSON, independently of both parsers
+    (networks are shared between publications only to keep the test fast)."""
+    doc = json.loads(raw)
+    records: list[Record] = []
+    seen: set[Record] = set()
+    for list_key, prefix_key in (("prefixes", "ip_prefix"), ("ipv6_prefixes", "ipv6_prefix")):
+        for entry in doc[list_key]:
+            text = entry[prefix_key]
+            net = networks.get(text)
+            if net is None:
+                net = networks[text] = ipaddress.ip_network(text)
+            rec = Record(net, entry["region"], entry["service"], entry.get("network_border_group"))
+            if rec not in seen:
+                seen.add(rec)
+                records.append(rec)
+    return AwsIpRanges(int(doc["syncToken"]), datetime.now(UTC), tuple(records))
+
+
 def test_replay_of_25_real_publications_swaps_without_ever_rejecting_a_stable_address(server: _Server) -> None:
     selectors = [ORIGIN_FACING, Selector.preset("region:us-east-1")]
 
     def selected(ranges: AwsIpRanges) -> list[Any]:
         return [r for sel in selectors for r in sel.apply(ranges)]
 
-    docs = [_doc(raw) for raw in RAW]
+    networks: dict[str, Any] = {}
+    docs = [_reference(raw, networks) for raw in RAW]
     # Addresses selected by every publication: they must be allowed at every instant of the replay.
     stable = set.intersection(*({r.prefix for r in selected(d)} for d in docs))
     probes = [str(p.network_address + (p.num_addresses // 2)) for p in sorted(stable, key=str)[::4]]
@@ -351,6 +375,34 @@ def test_connection_refused_is_a_counted_failure() -> None:
     assert (result.outcome, result.reason) == ("failed", "network-error")
     assert refresher.current is before
     assert refresher.status().counts == {"failed": 1, "network-error": 1}
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_https_verifies_the_certificate(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+    subprocess.run(
+        [*openssl, "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    srv = _Server()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    srv.socket = server_context.wrap_socket(srv.socket, server_side=True)
+    srv.serve(RAW[1])
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    url = f"https://127.0.0.1:{srv.server_address[1]}/ip-ranges.json"
+    try:
+        # A self-signed certificate (what a man in the middle presents) is refused by default.
+        refused = _refresher(url).refresh_now()
+        assert (refused.outcome, refused.reason) == ("failed", "network-error")
+        assert "CERTIFICATE_VERIFY_FAILED" in refused.message
+        trusting = _refresher(url, ssl_context=ssl.create_default_context(cafile=str(cert)))
+        assert trusting.refresh_now().outcome == "applied"
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_gzip_bomb_over_the_size_limit_is_refused(server: _Server) -> None:
@@ -503,6 +555,21 @@ def test_shrink_guard_held_removals_can_be_forced_by_an_operator(server: _Server
     assert forced.outcome == "applied"
     assert forced.held_back == 0
     assert refresher.current.ranges.records == _doc(shrunk).records
+
+
+def test_an_operator_force_in_another_process_releases_held_removals(server: _Server, tmp_path: Path) -> None:
+    base = RAW[-1]
+    shrunk = _edit(base, 1790000000, _halve_origin_facing)
+    worker = _refresher(server.url, initial=base, selectors=[ORIGIN_FACING], cache_dir=tmp_path)
+    server.serve(shrunk, {"ETag": '"s"'})
+    assert worker.refresh_now().held_back > 0
+    # `originshield fetch --force` on the same host: a separate refresher on the same cache directory.
+    server.action = lambda h: h.send_body(b"", 304)
+    operator = Refresher(server.url, cache_dir=tmp_path, selectors=[ORIGIN_FACING])
+    assert operator.refresh_now(force=True).outcome == "not-modified"
+    worker._tick()  # the worker's next tick sees the flag in the cache metadata
+    assert worker.current.held_back == ()
+    assert worker.current.ranges.records == _doc(shrunk).records
 
 
 def test_shrink_guard_ignores_a_resplit_that_removes_no_address(server: _Server) -> None:
@@ -689,8 +756,9 @@ def test_thread_runs_ticks_survives_failures_and_stops_idempotently(server: _Ser
     assert refresher.stop(5)
     assert refresher.stop(5)
     assert not refresher.running
-    refresher.start()  # a stopped refresher stays stopped
-    assert not refresher.running
+    refresher.start()  # a new lifespan: a new thread
+    assert refresher.running
+    assert refresher.stop(5)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
