@@ -190,6 +190,7 @@ def run(quick: bool = False) -> dict[str, object]:
     rounds = 2 if quick else 20
     memory_swaps = 5 if quick else 100
     probe_seconds = 0.5 if quick else 5.0
+    warmup = 1 if quick else 5
     driver = SwapDriver()
     try:
         refresher = driver.holder
@@ -226,7 +227,7 @@ def run(quick: bool = False) -> dict[str, object]:
             core.append(time.perf_counter() - t0)
 
         # 3. Memory across swaps (the tree-building listener stays subscribed: the realistic case).
-        for _ in range(5):
+        for _ in range(warmup):
             driver.swap()
         gc.collect()
         before = _rss_mb()
