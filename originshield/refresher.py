@@ -599,8 +599,10 @@ class Refresher(SnapshotHolder):
             return self._fetch_and_apply(force, expected_md5)
         started = time.time()
         picked = self._adopt_cache()
+        entered = False
         try:
             with cache.lock(self._lock_timeout) as free:
+                entered = True
                 meta = cache.read_meta()
                 if not free:
                     # Another worker fetched while we waited: take its result, do not fetch again.
@@ -620,7 +622,13 @@ class Refresher(SnapshotHolder):
         except LockTimeout as exc:
             return picked or self._result("failed", str(exc), "lock-timeout")
         except OSError as exc:
-            return picked or self._result("failed", f"cache directory: {exc}", "cache-error")
+            if entered:
+                raise
+            # An unusable cache directory (permissions, full disk) must not stop the refreshes:
+            # fetch without the lock; the failure is logged and counted.
+            self._count("cache-error")
+            logger.warning("cache directory %s unusable (%s); fetching without the lock", cache.directory, exc)
+            return self._fetch_and_apply(force, expected_md5)
 
     def _fetch_and_apply(self, force: bool, expected_md5: str | None) -> RefreshResult:
         source: Source = "network"
@@ -816,6 +824,10 @@ class Refresher(SnapshotHolder):
         try:
             sig = FileSignature.of(cache.document)
         except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._count("cache-error")
+            logger.warning("cannot read the cache file %s: %s", cache.document, exc)
             return None
         if sig == self._cache_sig:
             if meta is not None and meta.sync_token == self.current.sync_token and meta.forced and self._held:

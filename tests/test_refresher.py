@@ -638,6 +638,16 @@ def test_accepted_documents_are_cached_atomically_and_used_at_startup(server: _S
     assert server.requests[-1]["If-None-Match"] == '"e2"'
 
 
+def test_an_unusable_cache_directory_does_not_stop_refreshes(server: _Server, tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    server.serve(RAW[1])
+    refresher = _refresher(server.url, cache_dir=not_a_dir)
+    result = refresher.refresh_now()
+    assert result.outcome == "applied"
+    assert refresher.status().counts["cache-error"] >= 1
+
+
 def test_corrupt_cache_file_at_startup_is_ignored_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
