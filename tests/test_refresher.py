@@ -365,6 +365,51 @@ def test_fault_keeps_the_previous_data_in_service_and_is_counted(
     assert refresher.status().consecutive_failures == 0
 
 
+def test_a_name_that_could_forge_a_record_is_refused(server: _Server) -> None:
+    def smuggle(doc: dict[str, Any]) -> None:
+        doc["prefixes"][0]["service"] = "AMAZON\n198.51.100.0/24\tGLOBAL\tCLOUDFRONT_ORIGIN_FACING\tGLOBAL"
+
+    server.serve(_edit(RAW[1], 1790000000, smuggle))
+    refresher = _refresher(server.url)
+    result = refresher.refresh_now()
+    assert (result.outcome, result.reason) == ("refused", "invalid-document")
+    assert "control character" in result.message
+
+
+def test_parse_worker_crash_is_survived(server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from originshield.refresher import _ParseWorker
+
+    refresher = _refresher(server.url)
+    server.serve(RAW[1])
+    assert refresher.refresh_now().outcome == "applied"
+    proc = _ParseWorker._proc
+    assert proc is not None
+    proc.kill()
+    proc.wait()
+    server.serve(RAW[2])
+    assert refresher.refresh_now().outcome == "applied"  # a new worker was started
+    assert _ParseWorker._proc is not None
+    assert _ParseWorker._proc.pid != proc.pid
+    # No worker can be started at all: parsed in this process instead, counted.
+    _ParseWorker._proc.kill()
+    _ParseWorker._proc.wait()
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    server.serve(RAW[3])
+    assert refresher.refresh_now().outcome == "applied"
+    assert refresher.status().counts["worker-error"] == 1
+    assert refresher.current.ranges.records == _doc(RAW[3]).records
+
+
+def test_in_process_parsing_when_the_worker_is_off(server: _Server) -> None:
+    refresher = _refresher(server.url, parse_worker=False)
+    for raw in RAW[1:4]:
+        server.serve(raw)
+        assert refresher.refresh_now().outcome == "applied"
+        assert refresher.current.ranges.records == _doc(raw).records
+    server.serve(b'{"syncToken": "1790000000", "createDate": "2026-09-01-00-00-00", "prefixes": [{}]}')
+    assert refresher.refresh_now().reason == "invalid-document"
+
+
 def test_connection_refused_is_a_counted_failure() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
