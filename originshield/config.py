@@ -392,6 +392,7 @@ class Config:
                 cache_size=self.cache_size,
                 manage_refresher=manage,
                 counters=counters,
+                warn_shared_pools=False,  # already in self.warnings, with the file and key
             )
         except ConfigError as exc:
             raise ConfigError(f"{self.path}: {exc}") from None
@@ -743,11 +744,8 @@ class _Loader:
             options["unknown_country"] = self.string(table["unknown_country"], f"{where}.unknown_country")
         if options.get("viewer_address_header") and options.get("source", "cloudfront") != "cloudfront":
             raise self.error(f"{where}.viewer_address_header", "only applies to source = 'cloudfront'")
-        # Policy warns about shared pools itself; the config's own warning (with file, key and the
-        # attack) is in Config.warnings, so silence the duplicate while constructing.
         try:
-            with _quiet(logging.getLogger("originshield.policy")):
-                return Policy(name, selectors=selectors, cidrs=cidrs, **options)
+            return Policy(name, selectors=selectors, cidrs=cidrs, **options)
         except ConfigError as exc:
             raise self.error(where, _strip_prefix(str(exc), f"policy {name!r}: ")) from None
 
@@ -793,36 +791,19 @@ class _Loader:
         self, policies: Mapping[str, Policy], routes: Sequence[Route], default: str
     ) -> Iterable[str]:
         for name, policy in policies.items():
-            if not policy.selectors or policy.require_secret:
+            risk = policy.shared_pool_risk
+            if risk is None:
                 continue
             covers = [r.name for r in routes if r.policy is policy] + (["default"] if name == default else [])
             pools = ", ".join(s.name for s in policy.selectors)
             yield (
                 f"{self.name}: policies.{name}: allows {pools} (routes: {', '.join(covers) or 'none'}) without "
-                "require_secret = true. Every address in the AWS ranges is shared by all AWS customers: anyone "
-                "can create their own CloudFront distribution (or an EC2 instance or Lambda function in those "
-                "regions) aimed at this origin and reach it from an allowed address, bypassing your "
-                "distribution, its WAF and its geo restrictions (the cdn-proxy attack). Unless the app "
-                "authenticates every client itself, add a [secret] table and require_secret = true."
+                f"require_secret = true. {risk[0].upper()}{risk[1:]}. Unless the app authenticates every client "
+                "itself, add a [secret] table and require_secret = true."
             )
 
 
 _MODES: Final = ("cloudfront", "direct", "peer")
-
-
-class _quiet:
-    """Raise a logger's level for the duration of a ``with`` block (single-threaded config load)."""
-
-    def __init__(self, log: logging.Logger) -> None:
-        self.log = log
-        self.saved = log.level
-
-    def __enter__(self) -> None:
-        self.saved = self.log.level
-        self.log.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: object) -> None:
-        self.log.setLevel(self.saved)
 
 
 @functools.cache

@@ -94,6 +94,7 @@ class OriginShield:
         manage_refresher: bool = True,
         log_level: int = logging.INFO,
         counters: Counters | None = None,
+        warn_shared_pools: bool = True,
     ) -> None:
         self.app = app
         if secret is not None and not isinstance(secret, SecretHeader):
@@ -121,6 +122,13 @@ class OriginShield:
                 raise ConfigError(f"{where}: country rules need geoip= or viewer_country_header=True")
         if geoip is not None and not callable(getattr(geoip, "country", None)):
             raise ConfigError("geoip: expected an object with a country(packed) method")
+        if warn_shared_pools:  # once per distinct policy; the config loader words its own (file, key)
+            for policy in dict.fromkeys((default, *(r.policy for r in routes))):
+                if (risk := policy.shared_pool_risk) is not None:
+                    pools = ", ".join(s.name for s in policy.selectors)
+                    logger.warning(
+                        "policy %r allows %s without requiring the secret header: %s", policy.name, pools, risk
+                    )
         if not isinstance(status, int) or not 400 <= status <= 599:
             raise ConfigError(f"status: must be an HTTP error status (400-599), got {status!r}")
         if not isinstance(body, bytes) or len(body) > 1024:

@@ -260,16 +260,6 @@ class Policy:
         object.__setattr__(self, "cidrs", nets)
         object.__setattr__(self, "allow_countries", allow)
         object.__setattr__(self, "deny_countries", deny)
-        if sels and not self.require_secret:
-            # design.md: an AWS selection means "any AWS tenant" (anyone can point a CloudFront
-            # distribution or an EC2 instance at you); only the secret ties a request to *your*
-            # distribution.
-            logger.warning(
-                "policy %r allows AWS selections (%s) without requiring the secret header: "
-                "any AWS customer can reach the routes it covers",
-                self.name,
-                ", ".join(s.name for s in sels),
-            )
 
     # -- convenience constructors ------------------------------------------------------------------
 
@@ -329,6 +319,22 @@ class Policy:
         return cls(name, cidrs=tuple(_network(c, f"policy {name!r}: cidrs") for c in cidrs), source="peer")
 
     # -- derived -------------------------------------------------------------------------------------
+
+    @property
+    def shared_pool_risk(self) -> str | None:
+        """Why this policy is bypassable, when it allows AWS ranges without requiring the secret.
+
+        design.md: an AWS selection means "any AWS tenant"; only the secret ties a request to *your*
+        distribution. The middleware logs this once at startup, the config loader with file and key.
+        """
+        if not self.selectors or self.require_secret:
+            return None
+        return (
+            "every address in the AWS ranges is shared by all AWS customers: anyone can create their own "
+            "CloudFront distribution (or an EC2 instance or Lambda function in those regions) aimed at this "
+            "origin and reach it from an allowed address, bypassing your distribution, its WAF and its geo "
+            "restrictions (the cdn-proxy attack)"
+        )
 
     @property
     def has_country_rules(self) -> bool:

@@ -123,15 +123,26 @@ def test_policy_normalises_inputs() -> None:
     assert policy.deny_countries == frozenset()
 
 
-def test_aws_selection_without_secret_warns(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="originshield.policy"):
-        Policy.region_locked(["us-east-1"])
-    assert "any AWS customer" in caplog.text
+def test_aws_selection_without_secret_warns_once_at_startup(caplog: pytest.LogCaptureFixture) -> None:
+    region = Policy.region_locked(["us-east-1"])
+    assert region.shared_pool_risk is not None
+    assert "(the cdn-proxy attack)" in region.shared_pool_risk
+    assert Policy.cloudfront().shared_pool_risk is None  # requires the secret
+    assert Policy.health_check(["10.0.0.0/16"]).shared_pool_risk is None  # CIDRs only
+    # The middleware logs it once per distinct policy, however many routes use it.
+    routes = [Route("/a", region, name="a"), Route("/b", region, name="b")]
+    with caplog.at_level(logging.WARNING, logger="originshield"):
+        OriginShield(_app, default=region, routes=routes)
+    assert caplog.text.count("cdn-proxy") == 1
+    assert "policy 'region:us-east-1' allows regions=us-east-1 without requiring the secret header" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="originshield.policy"):
-        Policy.cloudfront()
-        Policy.health_check(["10.0.0.0/16"])
+    with caplog.at_level(logging.WARNING, logger="originshield"):
+        OriginShield(_app, default=region, warn_shared_pools=False)
     assert caplog.text == ""
+
+
+async def _app(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("not called")
 
 
 @pytest.mark.parametrize(
