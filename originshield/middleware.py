@@ -196,12 +196,16 @@ class OriginShield:
             cache_size=self._cache_size,
         )
 
-    def _on_snapshot(self, snap: Snapshot) -> None:
-        # In the publisher's thread, before the holder swaps: build everything, then one assignment.
-        # Raising (e.g. a selection became empty) vetoes the swap and keeps the current data.
+    def _on_snapshot(self, snap: Snapshot) -> Callable[[], None]:
+        # Prepare phase, in the publisher's thread: build everything off the request path. Raising
+        # (e.g. a selection became empty) vetoes the swap and keeps the current data everywhere.
         engine = self._compile(snap)
-        with self._swap_lock:
-            self._state = engine
+
+        def commit() -> None:  # once every listener prepared: one assignment
+            with self._swap_lock:
+                self._state = engine
+
+        return commit
 
     def _on_geoip_reload(self, *_args: object) -> None:
         self.clear_cache()

@@ -47,16 +47,21 @@ class Snapshot:
         return self.ranges.create_date
 
 
-Listener = Callable[[Snapshot], None]
+#: ``listener(snapshot)`` prepares whatever it derives from a new snapshot and returns an
+#: optional commit callable that puts it in service.
+Listener = Callable[[Snapshot], "Callable[[], None] | None"]
 
 
 class SnapshotHolder:
-    """Holds the snapshot in service; ``publish`` swaps it and notifies listeners.
+    """Holds the snapshot in service; ``publish`` swaps it and notifies listeners, in two phases.
 
-    Listeners (e.g. the middleware, which compiles its per-policy trees from the new data) run in
-    the publishing thread, before ``current`` changes, so that the data they derive is ready when
-    requests start seeing the new generation. A listener that raises vetoes the swap: the old
-    snapshot stays in service and the error propagates to the publisher, which logs and counts it.
+    1. Prepare: every listener (e.g. the middleware, which compiles its per-policy trees from the
+       new data) runs in the publishing thread and builds what it needs, changing nothing in
+       service. A listener that raises vetoes the swap: nothing changes anywhere, the old snapshot
+       stays, and the error propagates to the publisher, which logs and counts it.
+    2. Commit: only when every listener prepared, their commit callables run (each a reference
+       assignment that cannot fail), then ``current`` is swapped. So no listener can end up serving
+       data that another listener refused.
     """
 
     def __init__(self, ranges: AwsIpRanges, source: Source = "file") -> None:
@@ -72,8 +77,10 @@ class SnapshotHolder:
     def publish(self, ranges: AwsIpRanges, source: Source, held_back: tuple[Record, ...] = ()) -> Snapshot:
         with self._lock:
             snap = Snapshot(ranges, source, self.current.generation + 1, held_back=held_back)
-            for listener in list(self._listeners):
-                listener(snap)
+            commits = [listener(snap) for listener in list(self._listeners)]
+            for commit in commits:
+                if commit is not None:
+                    commit()
             self.current = snap
         logger.info(
             "ranges snapshot swapped: generation=%d syncToken=%d createDate=%s source=%s records=%d",
