@@ -40,6 +40,7 @@ from .policy import (
     EDGE_NOT_ALLOWED,
     NO_CLIENT_ADDRESS,
     PEER_NOT_ALLOWED,
+    RANGES_STALE,
     REASONS,
     SECRET_DUPLICATE,
     SECRET_INVALID,
@@ -156,6 +157,7 @@ class _CompiledRoute:
         "reject_secret_duplicate",
         "reject_secret_invalid",
         "reject_secret_missing",
+        "stale",
         "uses_country",
         "uses_cva",
         "uses_cvc",
@@ -170,6 +172,8 @@ class _CompiledRoute:
         compiled: _CompiledPolicy,
         report_only: bool,
         trusted: TrustedProxies,
+        *,
+        stale_reject: bool = False,
     ) -> None:
         policy = compiled.policy
         self.index = index
@@ -182,6 +186,8 @@ class _CompiledRoute:
             reason: (self.outcomes[reason], None, None, False, None, (), None, None) for reason in REASONS
         }
         self.reject_secret_duplicate = self.early[SECRET_DUPLICATE]
+        # Stale AWS data (and stale_action = "reject") only affects routes that use AWS ranges.
+        self.stale = self.early[RANGES_STALE] if stale_reject and policy.selectors else None
         self.reject_secret_missing = self.early[SECRET_MISSING] if policy.require_secret else None
         self.reject_secret_invalid = self.early[SECRET_INVALID] if policy.require_secret else None
         # Which inputs the cached part of the decision depends on (and so must be in the key).
@@ -210,6 +216,7 @@ class Engine:
         "report_only",
         "secret",
         "source",
+        "stale_reject",
         "sync_token",
         "trusted",
     )
@@ -227,8 +234,10 @@ class Engine:
         geoip: CountryResolver | None,
         report_only: bool,
         cache_size: int,
+        stale_reject: bool = False,
     ) -> None:
         self.ranges = ranges
+        self.stale_reject = stale_reject
         self.generation = generation
         self.source = source
         self.sync_token = ranges.sync_token
@@ -250,8 +259,13 @@ class Engine:
         if len(set(names)) != len(names) or DEFAULT_ROUTE in names:
             raise ConfigError(f"routes: names must be unique and not {DEFAULT_ROUTE!r}: {names}")
         self._routes = tuple(ordered)
-        crs = [_CompiledRoute(i, r.name, comp(r.policy), report_only, trusted) for i, r in enumerate(ordered)]
-        self.default = _CompiledRoute(len(crs), DEFAULT_ROUTE, comp(default), report_only, trusted)
+        crs = [
+            _CompiledRoute(i, r.name, comp(r.policy), report_only, trusted, stale_reject=stale_reject)
+            for i, r in enumerate(ordered)
+        ]
+        self.default = _CompiledRoute(
+            len(crs), DEFAULT_ROUTE, comp(default), report_only, trusted, stale_reject=stale_reject
+        )
         # (prefix, whether it ends with "/" (matches anything below), methods, compiled route)
         self._table = tuple(
             (r.prefix, r.prefix.endswith("/"), r.methods, cr) for r, cr in zip(ordered, crs, strict=True)
@@ -397,6 +411,8 @@ class Engine:
                 return cr.reject_secret_missing, strip, state
             if state is _INVALID and cr.reject_secret_invalid is not None:
                 return cr.reject_secret_invalid, strip, state
+        if cr.stale is not None:
+            return cr.stale, strip, state
 
         host = client[0]
         verified = state is _VERIFIED

@@ -194,6 +194,7 @@ class OriginShield:
             geoip=self._geoip,
             report_only=self.report_only,
             cache_size=self._cache_size,
+            stale_reject=snap.stale_reject,
         )
 
     def _on_snapshot(self, snap: Snapshot) -> Callable[[], None]:

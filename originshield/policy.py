@@ -74,6 +74,10 @@ PEER_NOT_ALLOWED: Final = "peer_not_allowed"
 EDGE_NOT_ALLOWED: Final = "edge_not_allowed"
 COUNTRY_NOT_ALLOWED: Final = "country_not_allowed"
 COUNTRY_UNKNOWN: Final = "country_unknown"
+#: The AWS ranges are older than the refresher's ``max_age`` and the operator chose
+#: ``stale_action = "reject"``: routes whose policy uses AWS ranges fail closed (CIDR-only routes,
+#: such as the ALB health check, do not depend on the ranges and keep working).
+RANGES_STALE: Final = "ranges_stale"
 
 #: Every reason code, in the order the checks run (see :class:`Policy`).
 REASONS: Final = (
@@ -90,6 +94,7 @@ REASONS: Final = (
     BAD_VIEWER_ADDRESS,
     COUNTRY_NOT_ALLOWED,
     COUNTRY_UNKNOWN,
+    RANGES_STALE,
 )
 
 # -- the GeoIP seam ----------------------------------------------------------------------------------

@@ -37,6 +37,9 @@ class Snapshot:
     #: Records the newest document dropped but the shrink guard keeps serving until confirmed
     #: (they are already part of ``ranges.records``); empty in the normal case.
     held_back: tuple[Record, ...] = ()
+    #: The data is past the refresher's ``max_age`` and ``stale_action`` is "reject": the middleware
+    #: refuses requests on routes that depend on AWS ranges (reason ``ranges_stale``).
+    stale_reject: bool = False
 
     @property
     def sync_token(self) -> int:
@@ -74,20 +77,28 @@ class SnapshotHolder:
         with self._lock:
             self._listeners.append(listener)
 
-    def publish(self, ranges: AwsIpRanges, source: Source, held_back: tuple[Record, ...] = ()) -> Snapshot:
+    def publish(
+        self,
+        ranges: AwsIpRanges,
+        source: Source,
+        held_back: tuple[Record, ...] = (),
+        *,
+        stale_reject: bool = False,
+    ) -> Snapshot:
         with self._lock:
-            snap = Snapshot(ranges, source, self.current.generation + 1, held_back=held_back)
+            snap = Snapshot(ranges, source, self.current.generation + 1, held_back=held_back, stale_reject=stale_reject)
             commits = [listener(snap) for listener in list(self._listeners)]
             for commit in commits:
                 if commit is not None:
                     commit()
             self.current = snap
         logger.info(
-            "ranges snapshot swapped: generation=%d syncToken=%d createDate=%s source=%s records=%d",
+            "ranges snapshot swapped: generation=%d syncToken=%d createDate=%s source=%s records=%d stale_reject=%s",
             snap.generation,
             snap.sync_token,
             snap.create_date.isoformat(),
             source,
             len(ranges.records),
+            stale_reject,
         )
         return snap

@@ -6,8 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route as StarletteRoute
+from starlette.testclient import TestClient
 
-from originshield import OriginShield, Policy, aws
+from originshield import OriginShield, Policy, Route, SecretHeader, aws
 from originshield.snapshot import Snapshot, SnapshotHolder
 
 HISTORY = sorted((Path(__file__).parent / "data" / "aws" / "history").glob("ip-ranges-*.json.gz"))
@@ -48,3 +52,27 @@ def test_publish_commits_every_listener_then_swaps() -> None:
     assert seen == [("prepare", 1), ("commit", 1)]  # both before ``current`` changes
     assert holder.current is snap
     assert (shield.engine.generation, shield.engine.sync_token) == (2, new.sync_token)
+
+
+def test_stale_reject_snapshot_fails_closed_only_where_ranges_are_used() -> None:
+    # The refresher publishes the same data with stale_reject=True once it is older than max_age
+    # and the operator chose stale_action = "reject".
+    secret = SecretHeader.of("x-origin-verify", ["stale-test-secret-0123456789"])
+
+    async def ok(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    inner = Starlette(routes=[StarletteRoute("/{path:path}", ok)])
+    holder = SnapshotHolder(aws.load(HISTORY[-1]), "cache")
+    health = Policy.health_check(["127.0.0.0/8"])
+    shield = OriginShield(inner, ranges=holder, secret=secret, routes=[Route("/health", health, name="health")])
+    edge = {"x-origin-verify": "stale-test-secret-0123456789", "x-forwarded-for": "198.51.100.7"}
+    with TestClient(shield, client=("130.176.1.1", 1)) as cf, TestClient(shield, client=("127.0.0.1", 1)) as alb:
+        assert cf.get("/", headers=edge).status_code == 200
+        holder.publish(holder.current.ranges, "cache", stale_reject=True)
+        assert cf.get("/", headers=edge).status_code == 403
+        assert alb.get("/health").status_code == 200  # CIDR-only: independent of the AWS ranges
+        holder.publish(holder.current.ranges, "network")  # fresh data again
+        assert cf.get("/", headers=edge).status_code == 200
+    assert shield.counters.total(reason="ranges_stale", action="rejected") == 1
+    assert shield.counters.total(route="health", reason="allowed") == 1
