@@ -28,7 +28,7 @@ import pytest
 
 from originshield.aws import AwsIpRanges, Record, Selector
 from originshield.radix import RadixTree
-from originshield.refresher import Refresher, WatchedFile, _Interner, _parse_document
+from originshield.refresher import Refresher, WatchedFile, _Interner, _Pacer, _parse_document
 from originshield.snapshot import Snapshot
 
 HISTORY = sorted(
@@ -136,10 +136,11 @@ def _refresher(url: str, initial: bytes = RAW[0], **kwargs: Any) -> Refresher:
 # -- parsing ----------------------------------------------------------------------------------------
 
 
-def test_sliced_parser_agrees_with_the_core_parser_on_every_publication() -> None:
+@pytest.mark.parametrize("sliced", [False, True], ids=["json.loads", "sliced"])
+def test_sliced_parser_agrees_with_the_core_parser_on_every_publication(sliced: bool) -> None:
     interner = _Interner()
     for raw in (RAW[0], RAW[12], RAW[-1]):  # the replay test covers the others through tree equality
-        ours = _parse_document(raw, "x", interner, None)
+        ours = _parse_document(raw, "x", interner, _Pacer() if sliced else None)
         ref = AwsIpRanges.from_bytes(raw)
         assert ours.records == ref.records
         assert (ours.sync_token, ours.create_date) == (ref.sync_token, ref.create_date)
@@ -165,10 +166,11 @@ def test_sliced_parser_agrees_with_the_core_parser_on_every_publication() -> Non
 def test_sliced_parser_refuses_what_the_core_parser_refuses(body: bytes) -> None:
     with pytest.raises(ValueError, match=r".") as core:
         AwsIpRanges.from_bytes(body)
-    interner = _Interner()
-    interner.seed(_doc(RAW[0]).records)  # a warm interner must not let anything through either
-    with pytest.raises(type(core.value)):
-        _parse_document(body, "x", interner, None)
+    for pause in (None, _Pacer()):
+        interner = _Interner()
+        interner.seed(_doc(RAW[0]).records)  # a warm interner must not let anything through either
+        with pytest.raises(type(core.value)):
+            _parse_document(body, "x", interner, pause)
 
 
 # -- construction --------------------------------------------------------------------------------------
