@@ -281,7 +281,13 @@ class Config:
         is started by the middleware on lifespan startup when ``refresh`` is on), or a fixed
         holder for ``source = "embedded"``."""
         if self.ranges.source == _EMBEDDED:
-            return SnapshotHolder(_embedded(), "embedded")
+            if not watchers:
+                return SnapshotHolder(_embedded(), "embedded")
+            # A fixed snapshot, but a watched file (the GeoIP database) still needs the thread that
+            # checks it: a watch-only refresher that never fetches.
+            from .refresher import Refresher  # noqa: PLC0415
+
+            return Refresher(initial=_embedded(), selectors=self.selectors(), watchers=watchers, refresh=False)
         path = self.ranges.local_file
         initial = _load_file(path, self.path) if path is not None else None
         return self.refresher(initial=initial, watchers=watchers)
@@ -309,6 +315,7 @@ class Config:
                 timeout=r.timeout,
                 watchers=watchers,
                 initial=initial,
+                refresh=r.refresh,  # refresh = false: the thread only checks the watchers
             )
         except ConfigError as exc:
             raise ConfigError(f"{self.path}: ranges: {exc}") from None
@@ -377,7 +384,9 @@ class Config:
         if log_warnings:
             for warning in self.warnings:
                 logger.warning("%s", warning)
-        manage = self.ranges.refresh if manage_refresher is None else manage_refresher
+        if manage_refresher is None:  # a thread is needed to refresh the ranges or to watch a file
+            manage_refresher = self.ranges.refresh or bool(getattr(ranges, "watchers", ()))
+        manage = manage_refresher
         try:
             return OriginShield(
                 app,

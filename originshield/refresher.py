@@ -62,7 +62,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -374,6 +374,7 @@ class Refresher(SnapshotHolder):
         lock_timeout: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
         name: str = "originshield-refresher",
+        refresh: bool = True,
     ) -> None:
         _positive("interval", interval)
         _positive("backoff_initial", backoff_initial)
@@ -414,6 +415,8 @@ class Refresher(SnapshotHolder):
         self._ssl_context = ssl_context
         self._parse_worker = parse_worker
         self._name = name
+        #: False: the thread only checks the watchers (e.g. a GeoIP file next to a fixed snapshot).
+        self.refresh = bool(refresh)
         self._cache = CacheFiles(cache_dir) if cache_dir is not None else None
 
         # Guard state: the last accepted document (without held records), and held record ->
@@ -451,6 +454,8 @@ class Refresher(SnapshotHolder):
         self._doc = doc
         super().__init__(doc, source)
         self._update_stale()
+        if self._wants_stale_reject():  # no listener yet: the first snapshot carries the flag
+            self.current = replace(self.current, stale_reject=True)
         _instances.add(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -504,6 +509,11 @@ class Refresher(SnapshotHolder):
         if was_running:
             self.start()
 
+    @property
+    def watchers(self) -> tuple[Reloadable, ...]:
+        """The registered :class:`Reloadable` objects, in registration order."""
+        return tuple(self._watchers)
+
     def add_watcher(self, watcher: Reloadable) -> None:
         """Check ``watcher`` every ``watch_interval`` from now on (see :class:`Reloadable`)."""
         if not isinstance(watcher, Reloadable):
@@ -526,7 +536,7 @@ class Refresher(SnapshotHolder):
                 self._guarded(self.check_watchers)
                 next_watch = time.monotonic() + self._watch_interval
             if now >= next_refresh:
-                ok = self._guarded(self._tick)
+                ok = self._guarded(self._tick if self.refresh else self._check_stale)
                 next_refresh = time.monotonic() + self._next_delay(ok)
 
     def _guarded(self, step: Callable[[], object]) -> bool:
@@ -539,6 +549,16 @@ class Refresher(SnapshotHolder):
 
     def _tick(self) -> bool:
         result = self._refresh(force=False, expected_md5=None, recently=self._interval / 2)
+        self._check_stale()
+        return result.ok
+
+    def _wants_stale_reject(self) -> bool:
+        return self.stale and self.stale_action == "reject"
+
+    def _check_stale(self) -> None:
+        """Log staleness every tick and, with stale_action = "reject", republish the same data with
+        the flag flipped when it changes, so the middleware fails closed (or reopens) without a
+        clock call per request."""
         self._update_stale()
         if self.stale:
             logger.warning(
@@ -547,7 +567,10 @@ class Refresher(SnapshotHolder):
                 self._max_age,
                 "still serving the last known good data" if self.stale_action == "serve" else "requests are rejected",
             )
-        return result.ok
+        want = self._wants_stale_reject()
+        current = self.current
+        if want != current.stale_reject:
+            self.publish(current.ranges, current.source, current.held_back, stale_reject=want)
 
     def _next_delay(self, ok: bool) -> float:
         if ok:
@@ -805,7 +828,7 @@ class Refresher(SnapshotHolder):
 
     def _initial_document(self, initial: AwsIpRanges | None) -> tuple[AwsIpRanges, Source]:
         embedded = aws.load(None) if initial is None else initial
-        base: Source = "embedded" if initial is None else "file"
+        base: Source = "embedded" if initial is None or initial.source == "embedded" else "file"
         cache = self._cache
         if cache is None:
             return embedded, base

@@ -351,3 +351,21 @@ def test_report_only_lets_refusals_through_and_counts_them() -> None:
     with TestClient(shield, client=("192.0.2.1", 40000)) as client:
         assert client.get("/", headers={"x-origin-verify": SECRET}).status_code == 200
     assert shield.counters.total(reason="peer_not_allowed", action="reported") == 1
+
+
+def test_a_geoip_file_is_watched_even_with_the_embedded_snapshot() -> None:
+    # The embedded snapshot never refreshes, but the .mmdb can change on disk: a watch-only
+    # refresher checks it (and never fetches), and the middleware starts it with the lifespan.
+    mmdb = Path(__file__).parent / "data" / "geoip" / "GeoIP2-Country-Test.mmdb"
+    text = BASE.replace("[secret]", f'[geoip]\ndatabase = "{mmdb}"\n[secret]')
+    config = parse(text.replace("[policies.cloudfront]", '[policies.cloudfront]\nallow_countries = ["US"]'))
+    shield = config.build(app, environ={"OS_TEST_SECRET": SECRET})
+    holder = shield.holder
+    assert isinstance(holder, Refresher)
+    assert holder.refresh is False
+    assert holder.current.source == "embedded"
+    assert shield.engine.geoip is not None
+    geoip: object = shield.engine.geoip
+    assert len(holder.watchers) == 1
+    assert holder.watchers[0] is geoip  # the very database the decisions use
+    assert shield._manage  # started on lifespan startup

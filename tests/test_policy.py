@@ -141,10 +141,6 @@ def test_aws_selection_without_secret_warns_once_at_startup(caplog: pytest.LogCa
     assert caplog.text == ""
 
 
-async def _app(scope: Any, receive: Any, send: Any) -> None:
-    raise AssertionError("not called")
-
-
 @pytest.mark.parametrize(
     ("allow", "deny", "unknown", "country", "reason"),
     [

@@ -906,3 +906,60 @@ def test_middleware_starts_and_stops_the_refresher_and_sees_each_swap(server: _S
         assert refresher.refresh_now().outcome == "applied"
         assert shield.explain("GET", "/", peer=new_edge).allowed
     assert not refresher.running  # stopped on lifespan shutdown
+
+
+def test_stale_action_reject_fails_closed_through_the_middleware_and_reopens(server: _Server) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route as StarletteRoute
+    from starlette.testclient import TestClient
+
+    from originshield.middleware import OriginShield
+    from originshield.policy import Policy, Route
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    # The initial data is months old and max_age is an hour: stale from the start.
+    refresher = _refresher(server.url, max_age=3600, stale_action="reject", interval=3600)
+    assert refresher.current.stale_reject
+    shield = OriginShield(
+        Starlette(routes=[StarletteRoute("/{p:path}", hello)]),
+        ranges=refresher,
+        default=Policy.of("edge", selectors=["cloudfront-origin-facing"], source="peer"),
+        routes=[Route("/health", Policy.health_check(["127.0.0.0/8"]), name="health")],
+        manage_refresher=False,
+    )
+    with TestClient(shield, client=("130.176.1.1", 1)) as edge, TestClient(shield, client=("127.0.0.1", 1)) as alb:
+        assert edge.get("/").status_code == 403  # fail closed: the operator chose an outage over old data
+        assert alb.get("/health").status_code == 200  # CIDR-only routes do not depend on the ranges
+        server.serve(RAW[-1])
+        assert refresher.refresh_now().outcome == "applied"  # fresh data: open again
+        assert not refresher.current.stale_reject
+        assert edge.get("/").status_code == 200
+        refresher._max_age = refresher._max_age * 0  # age it at once
+        refresher._check_stale()  # what every tick does: republish the same data, flag flipped
+        assert refresher.current.stale_reject
+        assert refresher.current.sync_token == _doc(RAW[-1]).sync_token
+        assert edge.get("/").status_code == 403
+    assert shield.counters.total(reason="ranges_stale", action="rejected") == 2
+    # stale_action = "serve" (the default) never flags the snapshot.
+    assert not _refresher(server.url, max_age=3600).current.stale_reject
+
+
+def test_watch_only_refresher_checks_watchers_and_never_fetches(server: _Server, tmp_path: Path) -> None:
+    path = tmp_path / "db.txt"
+    path.write_text("one")
+    watched = WatchedFile(path, lambda p: Path(p).read_text(), name="db")
+    refresher = _refresher(server.url, refresh=False, watchers=[watched], interval=0.05, watch_interval=0.05)
+    refresher.start()
+    try:
+        path.write_text("two!")
+        deadline = time.monotonic() + 10
+        while watched.current != "two!" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert watched.current == "two!"
+        time.sleep(0.2)  # several refresh intervals: none of them may reach the source
+    finally:
+        assert refresher.stop(5)
+    assert server.requests == []
