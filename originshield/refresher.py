@@ -685,9 +685,9 @@ class Refresher(SnapshotHolder):
         except FetchError as exc:
             return self._result("failed", str(exc), exc.reason)
         if fetched.status == "not-modified":
-            self._write_meta_checked()
+            self._update_meta(checked_at=time.time())
             if force:
-                self._write_meta_forced()
+                self._update_meta(forced=True)
                 if self._held:
                     return self._release_held()
             return self._confirmed("not-modified", "304 Not Modified")
@@ -820,7 +820,7 @@ class Refresher(SnapshotHolder):
         count = len(self._held)
         self.publish(self._doc, self.current.source)
         self._held = {}
-        self._write_meta_forced()
+        self._update_meta(forced=True)
         logger.warning("shrink guard: %d held-back removal(s) applied by an operator", count)
         return self._result("applied", f"{count} held-back removal(s) applied by an operator")
 
@@ -918,7 +918,9 @@ class Refresher(SnapshotHolder):
             self._count("cache-error")
             logger.warning("could not write the cache file %s: %s", cache.document, exc)
 
-    def _write_meta_checked(self) -> None:
+    def _update_meta(self, **changes: Any) -> None:
+        """Rewrite the cache metadata of the document in service with ``changes`` (e.g. the time it
+        was last confirmed, or the operator's force flag); nothing when it describes another one."""
         cache = self._cache
         if cache is None:
             return
@@ -926,22 +928,7 @@ class Refresher(SnapshotHolder):
         if meta is None or meta.sync_token != self.current.sync_token:
             return
         try:
-            cache.write_meta(
-                CacheMeta(meta.sync_token, meta.etag, meta.last_modified, meta.url, time.time(), meta.forced)
-            )
-        except OSError as exc:
-            self._count("cache-error")
-            logger.warning("could not update %s: %s", cache.meta_path, exc)
-
-    def _write_meta_forced(self) -> None:
-        cache = self._cache
-        if cache is None:
-            return
-        meta = cache.read_meta()
-        if meta is None or meta.sync_token != self.current.sync_token:
-            return
-        try:
-            cache.write_meta(CacheMeta(meta.sync_token, meta.etag, meta.last_modified, meta.url, meta.checked_at, True))
+            cache.write_meta(replace(meta, **changes))
         except OSError as exc:
             self._count("cache-error")
             logger.warning("could not update %s: %s", cache.meta_path, exc)

@@ -9,25 +9,11 @@ import pytest
 
 from originshield.cli import main
 
+from .configs import alb_config
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
-CONFIG = """
-default_policy = "cloudfront"
-trusted_proxies = ["10.0.0.0/16"]
-[ranges]
-source = "embedded"
-[secret]
-env = "OS_CHECK_SECRET"
-[policies.cloudfront]
-selectors = ["cloudfront-origin-facing"]
-require_secret = true
-[policies.health]
-cidrs = ["10.0.0.0/16"]
-source = "peer"
-[[routes]]
-prefix = "/health"
-policy = "health"
-"""
+CONFIG = alb_config("OS_CHECK_SECRET", health_methods=False)
 
 
 def write(tmp_path: Path, text: str) -> str:

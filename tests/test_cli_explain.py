@@ -9,27 +9,12 @@ import pytest
 
 from originshield.cli import main
 
+from .configs import alb_config
+
 SECRET = "explain-secret-" + "e" * 20  # a test fixture
 EDGE = "130.176.88.1"  # 130.176.88.0/21 GLOBAL CLOUDFRONT_ORIGIN_FACING
 
-CONFIG = """
-default_policy = "cloudfront"
-trusted_proxies = ["10.0.0.0/16"]
-[ranges]
-source = "embedded"
-[secret]
-env = "OS_EXPLAIN_SECRET"
-[policies.cloudfront]
-selectors = ["cloudfront-origin-facing"]
-require_secret = true
-[policies.health]
-cidrs = ["10.0.0.0/16"]
-source = "peer"
-[[routes]]
-prefix = "/health"
-policy = "health"
-methods = ["GET"]
-"""
+CONFIG = alb_config("OS_EXPLAIN_SECRET")
 
 
 @pytest.fixture

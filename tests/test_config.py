@@ -18,30 +18,15 @@ from originshield.errors import ConfigError
 from originshield.refresher import Refresher
 from originshield.snapshot import SnapshotHolder
 
+from .configs import alb_config
+
 DATA = Path(__file__).parent / "data" / "aws"
 RANGES = DATA / "ip-ranges.json"
 SECRET = "rotation-new-" + "n" * 20  # test fixtures, not real secrets
 OLD_SECRET = "rotation-old-" + "o" * 20
 EDGE = "130.176.88.1"  # 130.176.88.0/21 GLOBAL CLOUDFRONT_ORIGIN_FACING
 
-BASE = """
-default_policy = "cloudfront"
-trusted_proxies = ["10.0.0.0/16"]
-[ranges]
-source = "embedded"
-[secret]
-env = "OS_TEST_SECRET"
-[policies.cloudfront]
-selectors = ["cloudfront-origin-facing"]
-require_secret = true
-[policies.health]
-cidrs = ["10.0.0.0/16"]
-source = "peer"
-[[routes]]
-prefix = "/health"
-policy = "health"
-methods = ["GET"]
-"""
+BASE = alb_config("OS_TEST_SECRET")
 
 
 def parse(text: str, environ: dict[str, str] | None = None, base: Path | str = ".") -> Config:
