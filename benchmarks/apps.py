@@ -211,7 +211,8 @@ def _fastapi_guard(settings: Settings) -> ASGIApp:
     )
     middleware = SecurityMiddleware(bare_app(), config=config)
     middleware.last_cloud_ip_refresh = int(time.time())
-    return middleware
+    app: ASGIApp = middleware  # typed here: the import is untyped where fastapi-guard is absent (CI)
+    return app
 
 
 def _originshield(topology: int, **flags: bool) -> Callable[[Settings], ASGIApp]:
