@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,15 +34,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from originshield._types import ASGIApp, Message, Receive, Scope, Send
+
 from ._common import snapshot
 
 __all__ = ["FACTORIES", "SECRET_HEADER", "Settings", "Unavailable", "bare_app", "build"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: The CloudFront custom origin header carrying the shared secret (any name works; this is the
 #: name AWS's own examples use).

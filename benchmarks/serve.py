@@ -20,7 +20,9 @@ from pathlib import Path
 
 import uvicorn
 
-from .apps import ASGIApp, Settings, Unavailable, build
+from originshield._types import ASGIApp
+
+from .apps import Settings, Unavailable, build
 
 __all__ = ["main"]
 

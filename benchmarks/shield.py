@@ -12,8 +12,10 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from originshield._types import ASGIApp
+
 from ._common import snapshot
-from .apps import SECRET_HEADER, ASGIApp, Settings, Unavailable
+from .apps import SECRET_HEADER, Settings, Unavailable
 
 if TYPE_CHECKING:
     from .e2e import Plan

@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import __version__
+from ._types import Receive, Scope, Send
 from .aws import AwsIpRanges, Network, Selector, load
 from .config import Config, load_config
 from .engine import PolicyReport
 from .errors import ConfigError, OriginShieldError, RangesError
 from .export import FORMATS, AddressSet, render
-from .middleware import OriginShield, Receive, Scope, Send
+from .middleware import OriginShield
 from .policy import Decision
 from .radix import RadixTree
 

@@ -80,10 +80,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from . import aws
+from ._types import ASGIApp
 from .aws import DEFAULT_URL, AwsIpRanges, Network, Selector
 from .errors import ConfigError, OriginShieldError
 from .metrics import Counters
-from .middleware import ASGIApp, OriginShield
+from .middleware import OriginShield
 from .policy import CountryResolver, Policy, Route
 from .secret import SecretHeader
 from .snapshot import SnapshotHolder

@@ -27,10 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TextIO
 
+from ._types import Receive, Scope, Send
 from .aws import AwsIpRanges, load
 from .config import Config, loads_config
 from .metrics import CounterKey, Counters
-from .middleware import OriginShield, Receive, Scope, Send
+from .middleware import OriginShield
 
 __all__ = ["DEMO_CONFIG", "SECRET_ENV", "Case", "demo_app", "run_demo"]
 

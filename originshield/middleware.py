@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from ._types import ASGIApp, Message, Receive, Scope, Send
 from .aws import AwsIpRanges, Network, load
 from .client_ip import TrustedProxies
 from .engine import DEFAULT_ROUTE, Engine, PolicyReport
@@ -34,12 +34,6 @@ from .snapshot import Snapshot, SnapshotHolder
 __all__ = ["OriginShield"]
 
 logger = logging.getLogger("originshield")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _WS_DENIAL = "websocket.http.response"  # ASGI extension: an HTTP response instead of the handshake
 _WS_POLICY_VIOLATION = 1008  # RFC 6455 7.4.1
@@ -72,8 +66,8 @@ class OriginShield:
     - ``report_only``: decide, log and count, but let every request through (safe rollout).
     - ``status`` / ``body``: the refusal (default 403, ``Forbidden``); never says why.
     - ``cache_size``: decision cache entries (LRU; 0 disables it).
-    - ``log_level``: level of the one-line log record of each refusal (allowed requests are logged
-      at DEBUG).
+    - ``log_level``: level of the one-line log record of each refusal (allowed requests are not
+      logged: the counters count them, and the hot path stays free of logging calls).
     - ``counters``: a :class:`~originshield.metrics.Counters` to share; a new one by default.
     """
 

@@ -20,8 +20,8 @@ import os
 import sys
 from typing import Final
 
+from ._types import ASGIApp
 from .config import load_config
-from .middleware import ASGIApp
 
 __all__ = ["create_app", "run"]
 
