@@ -12,8 +12,16 @@ Hot-path shape (design.md, "Performance"): one pass over ``scope["headers"]`` wi
 header name; the cheap checks (client present, path, secret) run before the cache and answer with
 pre-built outcome objects; the cache key is ``(route index, peer host, X-Forwarded-For bytes, ...)``
 with every element bounded in length (an over-long header is decided without the cache, so an
-attacker cannot grow the cache or its keys without limit; the cache itself is an LRU of fixed
-size). The secret value is never part of a key: only its verdict is, and only where it matters.
+attacker cannot grow the cache or its keys without limit; the cache itself is a ``cachetools``
+FIFO cache of fixed size). The secret value is never part of a key: only its verdict is, and only
+where it matters.
+
+The cheap half of :meth:`Engine.decide` (everything up to and including a cache hit) also exists in
+C, as ``_speedups.Gate`` (:attr:`Engine.gate`): the middleware's ``__call__`` asks it first and
+runs ``decide`` only when it answers ``None``. Both read the same cache dict, so a hit returns the very tuple
+``decide`` would. The cache is FIFO rather than LRU because a hit must be a plain read: no order
+to update, nothing a concurrent reader could observe half-done, and the C gate can serve it
+(under a flood of distinct keys FIFO and LRU evict alike; the hot keys are refilled on a miss).
 """
 
 from __future__ import annotations
@@ -23,9 +31,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from socket import AF_INET, AF_INET6, inet_ntop
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
-from cachetools import LRUCache
+from cachetools import FIFOCache
 
 from .aws import AwsIpRanges, Network
 from .client_ip import MAX_TRUSTED_HOPS, TrustedProxies, forwarded_entries, parse_forwarded_entry, parse_viewer_address
@@ -52,8 +60,11 @@ from .policy import (
     Policy,
     Route,
 )
-from .radix import RadixTree, pack_address
+from .radix import SPEEDUPS, RadixTree, pack_address
 from .secret import SecretHeader
+
+# Without the C extension Engine.decide answers every request.
+_Gate: Any = getattr(SPEEDUPS, "Gate", None)
 
 __all__ = ["DEFAULT_ROUTE", "Engine", "Outcome", "PolicyReport"]
 
@@ -79,6 +90,19 @@ _VERIFIED, _MISSING, _INVALID, _DUP, _NOT_CONFIGURED = "verified", "missing", "i
 
 _COUNTRY_CODE = re.compile(rb"[A-Z]{2}")
 _ALL_COPIES: Final = object()  # strip marker: the secret header appeared more than once
+
+
+class GateBinding(NamedTuple):
+    """What the C gate needs to finish a request itself (``OriginShield.__call__``)."""
+
+    #: The ASGI app, called with the request's own (scope, receive, send) when it is allowed.
+    app: Any
+    #: The counters' dict (``Counters.counts``): the gate adds one per request it settles.
+    counts: dict[CounterKey, int]
+    #: ``refuse(scope, send)`` -> awaitable sending the refusal.
+    refuse: Any
+    #: ``logged()`` -> whether refusals are logged (then the Python path runs: it builds the line).
+    logged: Any
 
 
 class Outcome:
@@ -202,6 +226,7 @@ class Engine:
     """Routes, policies, trusted proxies and secret compiled against one ranges snapshot."""
 
     __slots__ = (
+        "_bind",
         "_buckets",
         "_header_ids",
         "_root",
@@ -209,6 +234,7 @@ class Engine:
         "_table",
         "cache",
         "default",
+        "gate",
         "generation",
         "geoip",
         "policies",
@@ -235,8 +261,10 @@ class Engine:
         report_only: bool,
         cache_size: int,
         stale_reject: bool = False,
+        bind: GateBinding | None = None,
     ) -> None:
         self.ranges = ranges
+        self._bind = bind
         self.stale_reject = stale_reject
         self.generation = generation
         self.source = source
@@ -280,11 +308,47 @@ class Engine:
         self._buckets = {seg: (*entries, *root) for seg, entries in buckets.items()}
         self._root = root
         self.policies: tuple[_CompiledPolicy, ...] = tuple(compiled.values())
-        self.cache: LRUCache[tuple[Any, ...], _Result] | None = LRUCache(cache_size) if cache_size > 0 else None
+        self.cache: FIFOCache[tuple[Any, ...], _Result] | None = FIFOCache(cache_size) if cache_size > 0 else None
         ids = {_XFF_NAME: _XFF, _CVA_NAME: _CVA, _CVC_NAME: _CVC}
         if secret is not None:
             ids[secret.header] = _SECRET
         self._header_ids = ids
+        #: The C fast path: ``gate(scope)`` -> the result :meth:`decide` would return, or ``None``
+        #: (then call :meth:`decide`); never modifies the scope. ``None`` without the C extension.
+        #: Built with ``bind``, ``OriginShield.__call__`` uses it to finish requests on its own.
+        self.gate: Any = self._build_gate()
+
+    def _build_gate(self) -> Any:
+        if _Gate is None:
+            return None
+
+        def info(cr: _CompiledRoute) -> tuple[Any, ...]:
+            return (
+                cr.index,
+                cr.uses_xff,
+                cr.uses_cva,
+                cr.uses_cvc,
+                cr.early[NO_CLIENT_ADDRESS],
+                cr.reject_secret_duplicate,
+                cr.reject_secret_missing,
+                cr.reject_secret_invalid,
+                cr.stale,
+                cr.outcomes[ALLOWED],
+                cr.outcomes[ALLOWED].counter_key,
+            )
+
+        secret = self.secret
+        return _Gate(
+            tuple((p, d, None if m is None else frozenset(m), info(cr)) for p, d, m, cr in self._table),
+            info(self.default),
+            (_XFF_NAME, None if secret is None else secret.header, _CVA_NAME, _CVC_NAME),
+            None if secret is None else secret.values,
+            _backing_dict(self.cache),
+            _DUPLICATE,
+            (_MAX_KEY_XFF, _MAX_KEY_HOST, _MAX_KEY_HEADER),
+            self.report_only,
+            self._bind,
+        )
 
     # -- compiled views ------------------------------------------------------------------------------
 
@@ -309,12 +373,16 @@ class Engine:
             out.append(PolicyReport(cp.policy, tuple(names), cp.records))
         return tuple(out)
 
-    def with_fresh_cache(self) -> Engine:
-        """The same compiled engine with an empty cache (e.g. after a GeoIP database reload)."""
+    def with_fresh_cache(self, bind: GateBinding | None = None) -> Engine:
+        """The same compiled engine with an empty cache (e.g. after a GeoIP database reload), its
+        gate bound to ``bind`` if given (else as before)."""
         clone = object.__new__(Engine)
         for slot in Engine.__slots__:
             object.__setattr__(clone, slot, getattr(self, slot))
-        clone.cache = LRUCache(self.cache.maxsize) if self.cache is not None else None
+        clone.cache = FIFOCache(self.cache.maxsize) if self.cache is not None else None
+        if bind is not None:
+            clone._bind = bind
+        clone.gate = clone._build_gate()
         return clone
 
     # -- the decision --------------------------------------------------------------------------------
@@ -603,6 +671,19 @@ class Engine:
         client = (peer, 0) if peer is not None else None
         result, _headers, secret = self.decide(method.upper(), path, client, raw, use_cache=False)
         return self.decision(result, method.upper(), path, client, secret)
+
+
+def _backing_dict(cache: FIFOCache[Any, Any] | None) -> dict[Any, Any] | None:
+    """The dict a cachetools cache keeps its entries in, for the C gate's reads; ``None`` if this
+    version of cachetools keeps them elsewhere (then the gate answers early refusals only)."""
+    data = getattr(cache, "_Cache__data", None)
+    if cache is None or type(data) is not dict or len(cache):
+        return None
+    probe = object()  # check on the empty cache that an entry really lands in that dict
+    cache[(probe,)] = probe
+    found = data.get((probe,)) is probe
+    del cache[(probe,)]
+    return data if found and not data else None
 
 
 def _entries(xff: bytes | None) -> list[bytes]:

@@ -17,19 +17,27 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .aws import AwsIpRanges, Network, load
 from .client_ip import TrustedProxies
-from .engine import DEFAULT_ROUTE, Engine, PolicyReport
+from .engine import DEFAULT_ROUTE, Engine, GateBinding, PolicyReport
 from .errors import ConfigError
 from .metrics import Counters
 from .policy import CountryResolver, Decision, Policy, Route
+from .radix import SPEEDUPS
 from .secret import SecretHeader
 from .snapshot import Snapshot, SnapshotHolder
+
+_Entry: Any = getattr(SPEEDUPS, "Entry", None)  # without the C extension, __call__ is _handle
 
 __all__ = ["OriginShield"]
 
@@ -90,7 +98,7 @@ class OriginShield:
         counters: Counters | None = None,
         warn_shared_pools: bool = True,
     ) -> None:
-        self.app = app
+        self._app = app
         if secret is not None and not isinstance(secret, SecretHeader):
             raise ConfigError(f"secret: expected a SecretHeader, got {type(secret).__name__}")
         if default is None:
@@ -157,10 +165,12 @@ class OriginShield:
             (b"cache-control", b"no-store"),
         )
         self._swap_lock = threading.Lock()  # serialises writers of _state; requests never take it
+        self._counts = self.counters.counts
+        self._lazy_start = False
+        self._fast: object = None  # the bound C gate (_speedups.Gate) that __call__ asks first
         # Compile against the snapshot in service now: a configuration error surfaces here.
         self._state: Engine = self._compile(holder.current)
         self.counters.seed(self._state.outcome_keys())
-        self._counts = self.counters.counts
         self.counters.add_gauge("ranges_generation", "Generation of the ranges snapshot in use.", self._gen)
         self.counters.add_gauge("ranges_sync_token", "syncToken of the ranges in use.", self._sync)
         self.counters.add_gauge("decision_cache_entries", "Entries in the decision cache.", self._cache_entries)
@@ -173,6 +183,7 @@ class OriginShield:
         self._start_lock = threading.Lock()
         self._started = False
         self._lazy_start = self._manage
+        self._set_state(self._state)
 
     # -- compiled state ------------------------------------------------------------------------------
 
@@ -189,7 +200,29 @@ class OriginShield:
             report_only=self.report_only,
             cache_size=self._cache_size,
             stale_reject=snap.stale_reject,
+            bind=self._binding(),
         )
+
+    def _binding(self) -> GateBinding:
+        logged = functools.partial(logger.isEnabledFor, self._log_level)
+        return GateBinding(self._app, self._counts, self._refuse, logged)
+
+    @property
+    def app(self) -> ASGIApp:
+        """The wrapped ASGI app (assigning it rebinds the C gate as well)."""
+        return self._app
+
+    @app.setter
+    def app(self, app: ASGIApp) -> None:
+        with self._swap_lock:
+            self._app = app
+            self._set_state(self._state.with_fresh_cache(self._binding()))
+
+    def _set_state(self, engine: Engine) -> None:
+        # Writers hold _swap_lock (or run in __init__). While the refresher waits for its lazy start
+        # on the first request, __call__ must reach _handle, so the C gate stays out of the way.
+        self._state = engine
+        self._fast = None if self._lazy_start else engine.gate
 
     def _on_snapshot(self, snap: Snapshot) -> Callable[[], None]:
         # Prepare phase, in the publisher's thread: build everything off the request path. Raising
@@ -198,7 +231,7 @@ class OriginShield:
 
         def commit() -> None:  # once every listener prepared: one assignment
             with self._swap_lock:
-                self._state = engine
+                self._set_state(engine)
 
         return commit
 
@@ -224,7 +257,7 @@ class OriginShield:
         """Start a new, empty decision cache (e.g. after the GeoIP database changed)."""
         # Under the swap lock: a GeoIP reload racing a ranges swap must not put the old engine back.
         with self._swap_lock:
-            self._state = self._state.with_fresh_cache()
+            self._set_state(self._state.with_fresh_cache())
 
     def explain(
         self,
@@ -249,6 +282,8 @@ class OriginShield:
     def _start_holder(self) -> None:
         with self._start_lock:
             self._lazy_start = False
+            with self._swap_lock:
+                self._set_state(self._state)
             if self._started:
                 return
             self._started = True
@@ -260,6 +295,8 @@ class OriginShield:
                 return
             self._started = False
             self._lazy_start = self._manage
+            with self._swap_lock:
+                self._set_state(self._state)
         self.holder.stop(5.0)  # type: ignore[attr-defined]
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -278,7 +315,9 @@ class OriginShield:
 
     # -- ASGI ----------------------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The whole request in Python: __call__ without the C extension, and whatever the C gate
+        # does not settle (lifespan, other scope types, decision cache misses, logged refusals).
         kind = scope["type"]
         if kind in {"http", "websocket"}:
             if self._lazy_start:
@@ -288,29 +327,40 @@ class OriginShield:
             result, strip, secret = state.decide(method, scope["path"], scope.get("client"), scope["headers"])
             outcome = result[0]
             self._counts[outcome.counter_key] += 1
-            if outcome.allowed:
-                if strip is not None:
-                    scope["headers"] = state.strip_secret(scope["headers"], strip)
-                await self.app(scope, receive, send)
-                return
-            if logger.isEnabledFor(self._log_level):
+            if not outcome.allowed and logger.isEnabledFor(self._log_level):
                 decision = state.decision(result, method, scope["path"], scope.get("client"), secret)
                 logger.log(self._log_level, "originshield %s", decision.log_line())
-            if outcome.passes:  # report-only
+            if outcome.passes:  # allowed, or report-only
                 if strip is not None:
                     scope["headers"] = state.strip_secret(scope["headers"], strip)
                 await self.app(scope, receive, send)
-            elif kind == "http":
-                # A fresh headers list each time: outer middlewares may edit response headers in place.
-                headers = list(self._reject_headers)
-                await send({"type": "http.response.start", "status": self._status, "headers": headers})
-                await send({"type": "http.response.body", "body": self._body})
             else:
-                await self._reject_websocket(scope, send)
+                await self._refuse(scope, send)
         elif kind == "lifespan" and self._manage:
             await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    if TYPE_CHECKING:
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+    elif _Entry is not None:
+        # In C: an allowed request is counted, loses the secret header and goes to the app (its own
+        # awaitable is returned: no coroutine frame of ours per request); a refusal that is not
+        # logged is counted and answered by _refuse; the rest goes to _handle.
+        __call__ = functools.update_wrapper(_Entry(_handle), _handle)
+    else:
+        __call__ = _handle
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        if scope["type"] == "http":
+            # A fresh headers list each time: outer middlewares may edit response headers in place.
+            headers = list(self._reject_headers)
+            await send({"type": "http.response.start", "status": self._status, "headers": headers})
+            await send({"type": "http.response.body", "body": self._body})
+        else:
+            await self._reject_websocket(scope, send)
 
     async def _reject_websocket(self, scope: Scope, send: Send) -> None:
         extensions = scope.get("extensions") or {}
@@ -330,3 +380,15 @@ class OriginShield:
             f"OriginShield(routes={[r.name for r in state.routes] + [DEFAULT_ROUTE]}, "
             f"generation={state.generation}, report_only={self.report_only})"
         )
+
+
+# Servers tell an ASGI 3 app from an ASGI 2 one by asking whether ``__call__`` is a coroutine
+# function (uvicorn's ``Config.load``, hypercorn's ``is_asgi``). The C entry is a method descriptor
+# that returns an awaitable, so it is marked the way asgiref's ``markcoroutinefunction`` does it:
+# the documented ``inspect.markcoroutinefunction`` from Python 3.12, asyncio's own marker before
+# (what 3.11's ``asyncio.iscoroutinefunction`` checks).
+if _Entry is not None:
+    if sys.version_info >= (3, 12):
+        inspect.markcoroutinefunction(OriginShield.__call__)
+    else:
+        OriginShield.__call__._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]

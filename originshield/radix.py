@@ -95,13 +95,16 @@ class _PyLookup:
 
 
 _Lookup: Callable[[_Node, _Node], _PyLookup]
+#: The C extension module (``_speedups``: this walk, and the middleware's gate), or ``None``.
+SPEEDUPS: Any = None
 try:
-    from . import _speedups  # type: ignore[attr-defined]
+    from . import _speedups  # type: ignore[attr-defined,unused-ignore]
 except ImportError:  # built without a C compiler: same behaviour, slower
     ACCELERATED = False
     _Lookup, _pack = _PyLookup, _pack_py
 else:
     ACCELERATED = True
+    SPEEDUPS = _speedups
     _speedups.set_error(InvalidAddress)
     _Lookup, _pack = _speedups.Lookup, _speedups.pack
 

@@ -1,0 +1,439 @@
+"""The C gate (``_speedups.Gate``, ``Engine.gate``) against its reference, ``Engine.decide``.
+
+The gate replays the cheap half of ``decide`` in C and answers only when that half settles the
+request (an early refusal or a decision-cache hit). Whenever it answers, the answer must be the very
+tuple ``decide`` returns for the same scope; it must never modify the scope; and it must answer the
+common cases (else the middleware would silently run everything in Python). Then the middleware's
+C ``__call__`` (``_speedups.Entry``): counts, secret stripping, refusals, logging, report-only mode,
+lazy refresher start, and the coroutine-function markers servers look for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+from collections.abc import MutableMapping
+from typing import Any
+
+import pytest
+import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from originshield import AwsIpRanges, OriginShield, Policy, Route, SecretHeader, load
+from originshield import engine as engine_module
+from originshield.engine import Engine
+from originshield.radix import SPEEDUPS
+from originshield.snapshot import SnapshotHolder
+
+pytestmark = pytest.mark.skipif(
+    SPEEDUPS is None and not os.environ.get("ORIGINSHIELD_REQUIRE_SPEEDUPS"),
+    reason="the C extension is not built (pure-Python install)",
+)
+
+Scope = MutableMapping[str, Any]
+
+SECRET = "gate-test-secret-0123456789"
+OLD_SECRET = "gate-test-old-secret-98765"
+EDGE, EDGE2, EDGE6 = "130.176.1.1", "15.158.1.1", "2600:9000:1000::1"
+ALB, VPC = "10.0.3.17", "10.0.0.0/16"
+ATTACKER = "198.51.100.66"
+
+
+@pytest.fixture(scope="module")
+def ranges() -> AwsIpRanges:
+    return load()
+
+
+async def ok_app(scope: Scope, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def secret() -> SecretHeader:
+    return SecretHeader.of("x-origin-verify", [SECRET, OLD_SECRET])
+
+
+def t2(ranges: AwsIpRanges, **options: Any) -> OriginShield:
+    """Topology 2 with the routes of the benchmarks: health exemption, static prefix, admin methods."""
+    return OriginShield(
+        ok_app,
+        ranges=ranges,
+        secret=secret(),
+        trusted_proxies=[VPC, "127.0.0.1/32"],
+        routes=[
+            Route("/health", Policy.health_check([VPC])),
+            Route("/static/", Policy.cloudfront("static")),
+            Route("/admin", Policy.cloudfront("admin"), methods=frozenset({"POST", "DELETE"})),
+        ],
+        **options,
+    )
+
+
+def viewer_headers(ranges: AwsIpRanges) -> OriginShield:
+    """A policy whose cache key holds CloudFront-Viewer-Address/-Country (6-element keys)."""
+    policy = Policy.cloudfront(
+        "viewer", viewer_address_header=True, viewer_country_header=True, allow_countries=["US", "DE"]
+    )
+    return OriginShield(ok_app, ranges=ranges, secret=secret(), default=policy, trusted_proxies=["127.0.0.1/32"])
+
+
+def no_secret(ranges: AwsIpRanges) -> OriginShield:
+    """Topology 3: no secret configured at all (the "not_configured" verdict)."""
+    return OriginShield(
+        ok_app,
+        ranges=ranges,
+        default=Policy.region_locked(["us-east-1"], cidrs=("127.0.0.1/32",)),
+        routes=[Route("/health", Policy.health_check([VPC]))],
+    )
+
+
+def stale(ranges: AwsIpRanges) -> Engine:
+    """An engine compiled with stale_action = "reject" in force (routes with AWS selectors refuse)."""
+    mw = t2(ranges)
+    e = mw.engine
+    return Engine(
+        default=Policy.cloudfront("cloudfront-default"),
+        routes=[Route("/health", Policy.health_check([VPC]))],
+        ranges=e.ranges,
+        generation=e.generation,
+        source=e.source,
+        trusted=e.trusted,
+        secret=e.secret,
+        geoip=None,
+        report_only=False,
+        cache_size=64,
+        stale_reject=True,
+    )
+
+
+def scope(
+    path: str = "/api/items",
+    headers: list[Any] | tuple[Any, ...] | None = None,
+    client: Any = ("127.0.0.1", 50000),
+    method: str = "GET",
+    kind: str = "http",
+) -> Scope:
+    s: Scope = {
+        "type": kind,
+        "asgi": {"version": "3.0"},
+        "path": path,
+        "raw_path": path.encode("utf-8", "surrogateescape"),
+        "query_string": b"",
+        "headers": [] if headers is None else headers,
+        "client": client,
+    }
+    if kind == "http":
+        s["method"] = method
+    return s
+
+
+def chain(edge: str = EDGE, viewer: str = "203.0.113.7") -> list[tuple[bytes, bytes]]:
+    return [
+        (b"host", b"origin.example"),
+        (b"x-forwarded-for", f"{viewer}, {edge}".encode()),
+        (b"x-origin-verify", SECRET.encode()),
+    ]
+
+
+def reference(engine: Engine, s: Scope) -> Any:
+    """decide() for a scope (twice: the first call fills the cache, the second may hit it)."""
+    method = s["method"] if s["type"] == "http" else "GET"
+    engine.decide(method, s["path"], s.get("client"), s["headers"])
+    return engine.decide(method, s["path"], s.get("client"), s["headers"])[0]
+
+
+def agree(engine: Engine, s: Scope) -> Any:
+    """The gate's answer for ``s`` after decide() saw it: None, or decide's very result tuple."""
+    headers = s["headers"]
+    before = dict(s)
+    items = list(headers) if isinstance(headers, list) else None
+    try:
+        expected = reference(engine, s) if s["type"] in ("http", "websocket") else None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        expected = None  # decide() refuses the malformed scope: the gate must leave it to decide()
+        got = engine.gate(s)
+        assert got is None
+        return None
+    got = engine.gate(s)
+    assert s == before and s["headers"] is headers, "the gate must not modify the scope"
+    if items is not None:
+        assert headers == items
+    if got is not None:
+        assert got is expected, (got, expected)
+    return got
+
+
+# -- the common cases are answered, with decide()'s own results ---------------------------------------
+
+
+def test_answers_the_common_cases(ranges: AwsIpRanges) -> None:
+    engine = t2(ranges).engine
+    cases = {
+        "allowed": scope(headers=chain()),
+        "allowed, rotated secret": scope(headers=[*chain()[:2], (b"x-origin-verify", OLD_SECRET.encode())]),
+        "allowed, ipv6 edge": scope(headers=chain(edge=EDGE6)),
+        "allowed, websocket": scope(headers=chain(), kind="websocket"),
+        "allowed, static": scope("/static/app.js", headers=chain()),
+        "admin POST": scope("/admin/users", headers=chain(), method="POST"),
+        "edge not allowed": scope(headers=chain(edge=ATTACKER)),
+        "secret missing": scope(headers=chain()[:2]),
+        "secret invalid": scope(headers=[*chain()[:2], (b"x-origin-verify", b"wrong-secret-0123456789")]),
+        "secret duplicate": scope(headers=[*chain(), (b"x-origin-verify", SECRET.encode())]),
+        "no client": scope(headers=chain(), client=None),
+        "health from the VPC": scope("/health", headers=[(b"host", b"x")], client=(ALB, 1)),
+        "health from outside": scope("/health", headers=[], client=(ATTACKER, 1)),
+        "two XFF lines": scope(headers=[(b"x-forwarded-for", b"203.0.113.7"), *chain(viewer="192.0.2.1")[1:]]),
+        "upper-case names": scope(
+            headers=[(b"X-Forwarded-For", f"203.0.113.7, {EDGE}".encode()), (b"X-Origin-Verify", SECRET.encode())]
+        ),
+    }
+    reasons = {}
+    for name, s in cases.items():
+        got = agree(engine, s)
+        assert got is not None, f"{name}: the gate left a common case to Python"
+        reasons[name] = got[0].reason
+    assert reasons["allowed"] == reasons["allowed, websocket"] == reasons["admin POST"] == "allowed"
+    assert reasons["allowed, rotated secret"] == reasons["allowed, ipv6 edge"] == "allowed"
+    assert reasons["two XFF lines"] == reasons["upper-case names"] == reasons["health from the VPC"] == "allowed"
+    assert reasons["edge not allowed"] == "edge_not_allowed"
+    assert reasons["secret missing"] == "secret_missing"
+    assert reasons["secret invalid"] == "secret_invalid"
+    assert reasons["secret duplicate"] == "secret_duplicate"
+    assert reasons["no client"] == "no_client_address"
+    assert reasons["health from outside"] == "peer_not_allowed"
+
+
+def test_leaves_the_rest_to_decide(ranges: AwsIpRanges) -> None:
+    engine = t2(ranges).engine
+    fresh = scope(headers=chain(viewer="192.0.2.99"))
+    assert engine.gate(fresh) is None  # not in the cache yet: decide() evaluates and fills it
+    for s in (
+        scope("/a/../admin", headers=chain()),  # dot segments: decide() refuses them (bad_path)
+        scope("/.", headers=chain()),
+        scope(headers=[(b"x-forwarded-for", b"203.0.113.7, " + b"1" * 300), *chain()[2:]]),  # key too long
+        scope(headers=chain(), client=("x" * 100, 1)),
+        scope(headers=chain(), client=[EDGE, 1]),
+        scope(headers=chain(), kind="lifespan"),
+        scope(headers=[("x-forwarded-for", EDGE)]),  # str names: not ASGI
+        scope(headers=[(b"x-forwarded-for",)]),
+    ):
+        reference_ok = True
+        try:
+            reference(engine, s)
+        except (KeyError, TypeError, ValueError):
+            reference_ok = False
+        assert engine.gate(s) is None, (s["path"], s["headers"], reference_ok)
+
+
+def test_no_cache_means_early_answers_only(ranges: AwsIpRanges) -> None:
+    engine = t2(ranges, cache_size=0).engine
+    assert agree(engine, scope(headers=chain())) is None
+    assert agree(engine, scope(headers=chain()[:2]))[0].reason == "secret_missing"
+
+
+def test_stale_ranges_refuse_aws_routes_only(ranges: AwsIpRanges) -> None:
+    engine = stale(ranges)
+    assert agree(engine, scope(headers=chain()))[0].reason == "ranges_stale"
+    assert agree(engine, scope("/health", client=(ALB, 1)))[0].reason == "allowed"
+
+
+def test_viewer_header_keys(ranges: AwsIpRanges) -> None:
+    engine = viewer_headers(ranges).engine
+    base = chain()
+    for extra, reason in (
+        ([(b"cloudfront-viewer-country", b"US"), (b"cloudfront-viewer-address", b"203.0.113.7:443")], "allowed"),
+        ([(b"cloudfront-viewer-country", b"FR")], "country_not_allowed"),
+        ([(b"cloudfront-viewer-country", b"US"), (b"cloudfront-viewer-country", b"US")], "country_unknown"),
+    ):
+        got = agree(engine, scope(headers=[*base, *extra]))
+        assert got is not None and got[0].reason == reason, (extra, got)
+    # The same headers without a verified secret must not reuse the verified answer.
+    unverified = agree(engine, scope(headers=[*base[:2], (b"cloudfront-viewer-country", b"US")]))
+    assert unverified is not None and unverified[0].reason == "secret_missing"
+    assert agree(engine, scope(headers=[*base, (b"cloudfront-viewer-country", b"U" * 80)])) is None
+
+
+def test_no_secret_configured(ranges: AwsIpRanges) -> None:
+    engine = no_secret(ranges).engine
+    got = agree(engine, scope(headers=[(b"x-origin-verify", b"anything-at-all-0123")]))
+    assert got is not None and got[0].reason == "allowed"
+
+
+# -- random scopes --------------------------------------------------------------------------------------
+
+_names = st.sampled_from(
+    [b"host", b"x-forwarded-for", b"X-Forwarded-For", b"x-origin-verify", b"X-ORIGIN-VERIFY", b"user-agent",
+     b"cloudfront-viewer-address", b"cloudfront-viewer-country", b"CloudFront-Viewer-Country", b"x-forwarded-fo"]
+)  # fmt: skip
+_values = st.sampled_from(
+    [SECRET.encode(), OLD_SECRET.encode(), SECRET.encode()[:-1], b"", b"US", b"FR", b"us", b"203.0.113.7:443",
+     f"203.0.113.7, {EDGE}".encode(), f"{EDGE2}".encode(), f"{ATTACKER}, {ATTACKER}".encode(), b"unknown",
+     f"203.0.113.7, {EDGE}, 10.0.0.9".encode(), f"[{EDGE6}]:443".encode(), b"\xff\xfe", b"1" * 300,
+     f"::ffff:{EDGE}".encode(), b"130.176.001.001"]
+)  # fmt: skip
+_header = st.tuples(_names, _values)
+_odd_header = st.sampled_from([("x-forwarded-for", EDGE), (b"host",), [b"host", b"x"], (b"x-origin-verify", None)])
+_paths = st.sampled_from(
+    ["/", "/api/items", "/health", "/healthz", "/health/deep", "/static/x.js", "/static", "/admin", "/admin/x",
+     "/adminx", "/é/ü", "/\u2603", "/static/\U0001f600"]
+)  # fmt: skip
+_odd_paths = st.sampled_from(["/a/./b", "/a/../health", "/.well-known/x", "/x/.", "/.."])
+_clients = st.sampled_from([None, ("127.0.0.1", 1), (ALB, 2), (EDGE, 3), (ATTACKER, 4), (EDGE6, 6), ("10.0.0.5", 7)])
+_odd_clients = st.sampled_from([[EDGE, 8], (b"127.0.0.1", 9), ("x" * 70, 10), ("not-an-ip", 5), ()])
+
+
+@st.composite
+def scopes(draw: st.DrawFn) -> Scope:
+    # Mostly well-formed scopes (the gate's business), a quarter of them with something odd.
+    odd = draw(st.integers(0, 3)) == 0
+    headers: list[Any] = draw(st.lists(st.one_of(_header, _odd_header) if odd else _header, max_size=6))
+    return scope(
+        draw(st.one_of(_paths, _odd_paths) if odd else _paths),
+        headers=tuple(headers) if odd and draw(st.booleans()) else headers,
+        client=draw(st.one_of(_clients, _odd_clients) if odd else _clients),
+        method=draw(st.sampled_from(["GET", "POST", "DELETE", "PUT", "get"])),
+        kind=draw(st.sampled_from(["http", "http", "websocket", "lifespan"] if odd else ["http", "websocket"])),
+    )
+
+
+@pytest.mark.parametrize("config", ["t2", "t2 report-only", "viewer headers", "no secret", "stale"])
+def test_random_scopes_agree_with_decide(ranges: AwsIpRanges, config: str) -> None:
+    engine = {
+        "t2": lambda: t2(ranges).engine,
+        "t2 report-only": lambda: t2(ranges, report_only=True).engine,
+        "viewer headers": lambda: viewer_headers(ranges).engine,
+        "no secret": lambda: no_secret(ranges).engine,
+        "stale": lambda: stale(ranges),
+    }[config]()
+    answered: list[str] = []
+
+    @settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(scopes())
+    def run(s: Scope) -> None:
+        got = agree(engine, s)
+        if got is not None:
+            answered.append(got[0].reason)
+
+    run()
+    assert len(answered) >= 150, "the gate answered little: the comparison would prove little"
+
+
+# -- the C __call__ --------------------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.scopes: list[Scope] = []
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        self.scopes.append(scope)
+        await ok_app(scope, receive, send)
+
+
+def run_request(mw: Any, s: Scope) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(mw(s, receive, send))
+    return sent
+
+
+def test_entry_counts_strips_and_refuses(ranges: AwsIpRanges) -> None:
+    app = Recorder()
+    mw = t2(ranges)
+    mw.app = app  # the gate follows the app (as the Python path does)
+    for _ in range(5):
+        headers = chain()
+        sent = run_request(mw, scope(headers=headers))
+        assert sent[0]["status"] == 200
+        assert headers == chain(), "the server's own headers list must be left alone"
+    assert len(app.scopes) == 5
+    for s in app.scopes:
+        assert all(name != b"x-origin-verify" for name, _ in s["headers"]), "the app saw the secret"
+        assert (b"host", b"origin.example") in s["headers"]
+    assert mw.counters.allowed() == 5
+    for _ in range(3):
+        sent = run_request(mw, scope(headers=chain(edge=ATTACKER)))
+        assert sent[0]["status"] == 403 and sent[1]["body"] == b"Forbidden\n"
+        assert (b"cache-control", b"no-store") in sent[0]["headers"]
+    assert mw.counters.rejected() == {"edge_not_allowed": 3}
+    assert len(app.scopes) == 5
+
+
+def test_entry_logs_refusals_through_python(ranges: AwsIpRanges, caplog: pytest.LogCaptureFixture) -> None:
+    mw = t2(ranges)
+    run_request(mw, scope(headers=chain(edge=ATTACKER)))  # fills the cache
+    with caplog.at_level(logging.INFO, logger="originshield"):
+        run_request(mw, scope(headers=chain(edge=ATTACKER)))
+    lines = [r.getMessage() for r in caplog.records if "edge_not_allowed" in r.getMessage()]
+    assert len(lines) == 1 and SECRET not in lines[0]
+    assert mw.counters.rejected() == {"edge_not_allowed": 2}
+
+
+def test_entry_report_only_lets_refusals_through(ranges: AwsIpRanges) -> None:
+    app = Recorder()
+    mw = t2(ranges, report_only=True)
+    mw.app = app
+    for _ in range(2):
+        assert (
+            run_request(mw, scope(headers=[*chain(edge=ATTACKER), (b"x-origin-verify", SECRET.encode())]))[0]["status"]
+            == 200
+        )
+    assert len(app.scopes) == 2
+    assert all(name != b"x-origin-verify" for s in app.scopes for name, _ in s["headers"])
+    assert mw.counters.snapshot() == {("default", "secret_duplicate", "reported"): 2}
+
+
+class StartableHolder(SnapshotHolder):
+    def __init__(self, ranges: AwsIpRanges) -> None:
+        super().__init__(ranges, "file")
+        self.started = 0
+
+    def start(self) -> None:
+        self.started += 1
+
+    def stop(self, timeout: float | None = None) -> bool:
+        return True
+
+
+def test_entry_starts_the_refresher_lazily(ranges: AwsIpRanges) -> None:
+    holder = StartableHolder(ranges)
+    mw = OriginShield(ok_app, ranges=holder, secret=secret(), trusted_proxies=[VPC])
+    assert mw._fast is None
+    run_request(mw, scope(headers=chain(), client=(ALB, 1)))
+    assert holder.started == 1
+    assert mw._fast is mw.engine.gate
+    run_request(mw, scope(headers=chain(), client=(ALB, 1)))
+    assert holder.started == 1 and mw.counters.allowed() == 2
+
+
+def test_servers_see_an_asgi3_app(ranges: AwsIpRanges) -> None:
+    mw = t2(ranges)
+    assert asyncio.iscoroutinefunction(mw.__call__)
+    if hasattr(inspect, "markcoroutinefunction"):
+        assert inspect.iscoroutinefunction(mw.__call__)
+    config = uvicorn.Config(mw, lifespan="off", log_level="warning")
+    config.load()
+    assert config.interface == "asgi3"
+    assert inspect.signature(OriginShield.__call__).parameters.keys() >= {"scope", "receive", "send"}
+
+
+def test_without_the_gate_everything_runs_in_python(ranges: AwsIpRanges, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "_Gate", None)
+    app = Recorder()
+    mw = t2(ranges)
+    mw.app = app
+    assert mw.engine.gate is None and mw._fast is None
+    for _ in range(3):
+        assert run_request(mw, scope(headers=chain()))[0]["status"] == 200
+    assert run_request(mw, scope(headers=chain(edge=ATTACKER)))[0]["status"] == 403
+    assert mw.counters.allowed() == 3 and mw.counters.rejected() == {"edge_not_allowed": 1}
+    assert all(name != b"x-origin-verify" for s in app.scopes for name, _ in s["headers"])
