@@ -8,6 +8,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <arpa/inet.h>
 #include <stddef.h>
 #include <string.h>
@@ -195,6 +196,45 @@ static PyTypeObject LookupType = {
     .tp_methods = lookup_methods,
 };
 
+/* Counter: one request count (metrics.Counters keeps one per (route, reason, action)). The gate
+ * adds to the cell of its outcome directly: no dict lookup, no hashing, no int object per request. */
+typedef struct {
+    PyObject_HEAD
+    long long value;
+} Counter;
+
+static PyMemberDef counter_members[] = {
+    {"value", T_LONGLONG, offsetof(Counter, value), 0, "The count."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyObject *
+counter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Counter() takes no arguments");
+        return NULL;
+    }
+    return type->tp_alloc(type, 0);
+}
+
+static PyObject *
+counter_repr(Counter *self)
+{
+    return PyUnicode_FromFormat("Counter(%lld)", self->value);
+}
+
+static PyTypeObject CounterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "originshield._speedups.Counter",
+    .tp_basicsize = sizeof(Counter),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Counter(): a request count (value), added to by the gate without the GIL ever released.",
+    .tp_new = counter_new,
+    .tp_repr = (reprfunc)counter_repr,
+    .tp_members = counter_members,
+};
+
 /* ---------------------------------------------------------------------------------------------
  * Gate and Entry: the middleware's hot path in C.
  *
@@ -218,7 +258,8 @@ typedef struct {
     PyObject *index; /* route index (int), the first element of every cache key */
     int uses_xff, uses_cva, uses_cvc;
     PyObject *no_client, *secret_duplicate, *secret_missing, *secret_invalid, *stale; /* NULL: none */
-    PyObject *allowed, *allowed_key; /* the route's "allowed" outcome and its counter key */
+    PyObject *allowed;               /* the route's "allowed" outcome */
+    Counter *allowed_count;          /* its counter cell (bound gates only), else NULL */
 } RouteInfo;
 
 typedef struct {
@@ -241,9 +282,10 @@ typedef struct {
     PyObject *values;                   /* tuple of accepted secret values, NULL if none */
     PyObject *duplicate;                /* marker for a repeated CloudFront header */
     Py_ssize_t max_xff, max_host, max_header;
-    /* Bound to a middleware (else NULL): app(scope, receive, send), counts dict, refuse(scope,
-     * send), logged() -> whether refusals are logged (then the Python path runs, it logs). */
-    PyObject *app, *counts, *refuse, *logged;
+    /* Bound to a middleware (else NULL): app(scope, receive, send), the counter cells by counter
+     * key (dict), refuse(scope, send), logged() -> whether refusals are logged (then the Python
+     * path runs: it builds the log line). */
+    PyObject *app, *cells, *refuse, *logged;
     int report_only;
 } Gate;
 
@@ -281,7 +323,11 @@ route_info(PyObject *t, RouteInfo *info)
     info->secret_invalid = o[7] == Py_None ? NULL : o[7];
     info->stale = o[8] == Py_None ? NULL : o[8];
     info->allowed = o[9];
-    info->allowed_key = o[10];
+    if (o[10] != Py_None && !Py_IS_TYPE(o[10], &CounterType)) {
+        PyErr_SetString(PyExc_TypeError, "route info: the allowed counter must be a Counter or None");
+        return -1;
+    }
+    info->allowed_count = o[10] == Py_None ? NULL : (Counter *)o[10];
     if (info->uses_xff < 0 || info->uses_cva < 0 || info->uses_cvc < 0) {
         return -1;
     }
@@ -568,31 +614,6 @@ error:
     return NULL;
 }
 
-/* counts[key] += 1 */
-static int
-count(PyObject *counts, PyObject *key)
-{
-    PyObject *old = PyDict_GetItemWithError(counts, key), *new;
-    long long value = 0;
-    int r;
-    if (old == NULL && PyErr_Occurred()) {
-        return -1;
-    }
-    if (old != NULL) {
-        value = PyLong_AsLongLong(old);
-        if (value == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-    }
-    new = PyLong_FromLongLong(value + 1);
-    if (new == NULL) {
-        return -1;
-    }
-    r = PyDict_SetItem(counts, key, new);
-    Py_DECREF(new);
-    return r;
-}
-
 /* The app never sees the secret: scope["headers"] becomes a new list without that one item (the
  * server's list is left alone: it may hold on to it). */
 static int
@@ -626,15 +647,16 @@ gate_admit(Gate *g, PyObject *scope, PyObject *receive, PyObject *send)
         return result;
     }
     outcome = PyTuple_GET_ITEM(result, 0);
-    if (outcome == f.info->allowed) {
+    if (outcome == f.info->allowed && f.info->allowed_count != NULL) {
         Py_DECREF(result);
         /* Several copies of the secret cannot be allowed (secret_duplicate); still, never pass one. */
         if (f.secret_count > 1) {
             Py_RETURN_NONE;
         }
-        if (count(g->counts, f.info->allowed_key) < 0 || (f.secret_count == 1 && strip_secret(scope, &f) < 0)) {
+        if (f.secret_count == 1 && strip_secret(scope, &f) < 0) {
             return NULL;
         }
+        f.info->allowed_count->value++;
         args[0] = scope;
         args[1] = receive;
         args[2] = send;
@@ -643,7 +665,7 @@ gate_admit(Gate *g, PyObject *scope, PyObject *receive, PyObject *send)
     /* Refused: counted and answered here unless the Python path has to run (report-only mode lets
      * it through; a logged refusal needs the full decision for its log line). */
     {
-        PyObject *flag = PyObject_GetAttr(outcome, s_allowed), *key;
+        PyObject *flag = PyObject_GetAttr(outcome, s_allowed), *key, *cell;
         r = flag == NULL ? -1 : PyObject_IsTrue(flag);
         Py_XDECREF(flag);
         if (r == 0 && g->report_only) {
@@ -665,11 +687,15 @@ gate_admit(Gate *g, PyObject *scope, PyObject *receive, PyObject *send)
         if (key == NULL) {
             return NULL;
         }
-        r = count(g->counts, key);
+        cell = PyDict_GetItemWithError(g->cells, key);
         Py_DECREF(key);
-        if (r < 0) {
-            return NULL;
+        if (cell == NULL || !Py_IS_TYPE(cell, &CounterType)) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            Py_RETURN_NONE; /* not seeded: the Python path counts it */
         }
+        ((Counter *)cell)->value++;
         args[0] = scope;
         args[1] = send;
         return PyObject_Vectorcall(g->refuse, args, 2, NULL);
@@ -705,11 +731,12 @@ header_name(PyObject *o, PyObject **out, int optional)
 /* Gate(routes, default, names, values, cache, duplicate, bounds, report_only, bind)
  *   routes: tuple of (prefix: str, is_dir: bool, methods: frozenset | None, info) in match order
  *   default, info: (index, uses_xff, uses_cva, uses_cvc, no_client, secret_duplicate,
- *                   secret_missing | None, secret_invalid | None, stale | None, allowed, allowed_key)
+ *                   secret_missing | None, secret_invalid | None, stale | None, allowed,
+ *                   allowed's Counter | None)
  *   names: (x-forwarded-for, secret header | None, cloudfront-viewer-address, cloudfront-viewer-country)
  *   values: tuple of accepted secret values (bytes) or None; cache: dict or None
  *   bounds: (max X-Forwarded-For, max peer host, max CloudFront header) lengths in a cache key
- *   bind: None, or (app, counts, refuse, logged) for OriginShield.__call__ (Entry) */
+ *   bind: None, or (app, cells, refuse, logged) for OriginShield.__call__ (Entry) */
 static PyObject *
 gate_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -747,7 +774,7 @@ gate_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     g->report_only = report_only;
     if (bind != Py_None) {
         g->app = PyTuple_GET_ITEM(bind, 0);
-        g->counts = PyTuple_GET_ITEM(bind, 1);
+        g->cells = PyTuple_GET_ITEM(bind, 1);
         g->refuse = PyTuple_GET_ITEM(bind, 2);
         g->logged = PyTuple_GET_ITEM(bind, 3);
     }
@@ -1015,7 +1042,7 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     PyObject *m;
-    if (PyType_Ready(&LookupType) < 0 || PyType_Ready(&GateType) < 0 ||
+    if (PyType_Ready(&LookupType) < 0 || PyType_Ready(&GateType) < 0 || PyType_Ready(&CounterType) < 0 ||
         PyType_Ready(&EntryType) < 0 || intern_all() < 0) {
         return NULL;
     }
@@ -1025,7 +1052,8 @@ PyInit__speedups(void)
     }
     if (PyModule_AddObjectRef(m, "Lookup", (PyObject *)&LookupType) < 0 ||
         PyModule_AddObjectRef(m, "Gate", (PyObject *)&GateType) < 0 ||
-        PyModule_AddObjectRef(m, "Entry", (PyObject *)&EntryType) < 0) {
+        PyModule_AddObjectRef(m, "Entry", (PyObject *)&EntryType) < 0 ||
+        PyModule_AddObjectRef(m, "Counter", (PyObject *)&CounterType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

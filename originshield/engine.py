@@ -38,7 +38,7 @@ from cachetools import FIFOCache
 from .aws import AwsIpRanges, Network
 from .client_ip import MAX_TRUSTED_HOPS, TrustedProxies, forwarded_entries, parse_forwarded_entry, parse_viewer_address
 from .errors import ConfigError, InvalidAddress
-from .metrics import CounterKey
+from .metrics import CounterKey, Counters
 from .policy import (
     ALLOWED,
     BAD_CLIENT_ADDRESS,
@@ -97,8 +97,8 @@ class GateBinding(NamedTuple):
 
     #: The ASGI app, called with the request's own (scope, receive, send) when it is allowed.
     app: Any
-    #: The counters' dict (``Counters.counts``): the gate adds one per request it settles.
-    counts: dict[CounterKey, int]
+    #: The middleware's counters: the gate adds one to an outcome's cell per request it settles.
+    counters: Counters
     #: ``refuse(scope, send)`` -> awaitable sending the refusal.
     refuse: Any
     #: ``logged()`` -> whether refusals are logged (then the Python path runs: it builds the line).
@@ -334,10 +334,14 @@ class Engine:
                 cr.reject_secret_invalid,
                 cr.stale,
                 cr.outcomes[ALLOWED],
-                cr.outcomes[ALLOWED].counter_key,
+                None if cells is None else cells[cr.outcomes[ALLOWED].counter_key],
             )
 
         secret = self.secret
+        bind = self._bind
+        if bind is not None:
+            bind.counters.seed(self.outcome_keys())
+        cells = bind.counters.cells if bind is not None else None
         return _Gate(
             tuple((p, d, None if m is None else frozenset(m), info(cr)) for p, d, m, cr in self._table),
             info(self.default),
@@ -347,7 +351,7 @@ class Engine:
             _DUPLICATE,
             (_MAX_KEY_XFF, _MAX_KEY_HOST, _MAX_KEY_HEADER),
             self.report_only,
-            self._bind,
+            None if bind is None else (bind.app, cells, bind.refuse, bind.logged),
         )
 
     # -- compiled views ------------------------------------------------------------------------------

@@ -1,17 +1,21 @@
 """Decision counters, readable from Python and as Prometheus text, with no dependency.
 
-The middleware increments one pre-seeded dict entry per request (``counts[key] += 1`` on a key object
-computed when the routes were compiled), so counting costs one dict operation and no allocation.
-Keys are ``(route, reason, action)`` with ``action`` one of ``allowed``, ``rejected`` or
-``reported`` (report-only mode: would have been rejected, was let through).
+Each ``(route, reason, action)`` key has a counter cell, created when the routes are compiled; the
+middleware's C gate holds the cell of each route's ``allowed`` outcome and adds to it directly (no
+dict lookup, no hashing, no int object per request), the Python path through :meth:`Counters.add`.
+``action`` is one of ``allowed``, ``rejected`` or ``reported`` (report-only mode: would have been
+rejected, was let through).
 
-The counters are updated from the event loop thread; readers get a copy (:meth:`Counters.snapshot`).
+The counters are updated from the event loop thread; readers get copies (:attr:`Counters.counts`,
+:meth:`Counters.snapshot`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Any, Final
+
+from .radix import SPEEDUPS
 
 __all__ = ["ACTIONS", "CounterKey", "Counters"]
 
@@ -21,20 +25,45 @@ ACTIONS: Final = ("allowed", "rejected", "reported")
 CounterKey = tuple[str, str, str]
 
 
+class _PyCounter:
+    """The pure-Python twin of ``_speedups.Counter``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+_Counter: Any = getattr(SPEEDUPS, "Counter", _PyCounter)
+
+
 class Counters:
     """Per-(route, reason, action) request counts, plus gauges registered by the middleware."""
 
-    __slots__ = ("_gauges", "counts")
+    __slots__ = ("_gauges", "cells")
 
     def __init__(self) -> None:
-        #: ``(route, reason, action) -> count``; read it with :meth:`snapshot`.
-        self.counts: dict[CounterKey, int] = {}
+        #: ``(route, reason, action) -> cell`` (``cell.value`` is the count): for the middleware.
+        self.cells: dict[CounterKey, Any] = {}
         self._gauges: list[tuple[str, str, Callable[[], float]]] = []
 
     def seed(self, keys: Iterable[CounterKey]) -> None:
-        """Create zero entries, so the hot path never takes the missing-key branch."""
+        """Create zero counters, so the hot path never takes the missing-key branch."""
         for key in keys:
-            self.counts.setdefault(key, 0)
+            if key not in self.cells:
+                self.cells[key] = _Counter()
+
+    def add(self, key: CounterKey) -> None:
+        """Count one request under ``key``."""
+        cell = self.cells.get(key)
+        if cell is None:
+            cell = self.cells[key] = _Counter()
+        cell.value += 1
+
+    @property
+    def counts(self) -> dict[CounterKey, int]:
+        """``(route, reason, action) -> count``, every seeded key (a copy)."""
+        return {k: c.value for k, c in list(self.cells.items())}
 
     def add_gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """A value exported with :meth:`prometheus_text` (e.g. the ranges snapshot's age)."""

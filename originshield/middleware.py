@@ -165,7 +165,6 @@ class OriginShield:
             (b"cache-control", b"no-store"),
         )
         self._swap_lock = threading.Lock()  # serialises writers of _state; requests never take it
-        self._counts = self.counters.counts
         self._lazy_start = False
         self._fast: object = None  # the bound C gate (_speedups.Gate) that __call__ asks first
         # Compile against the snapshot in service now: a configuration error surfaces here.
@@ -205,7 +204,7 @@ class OriginShield:
 
     def _binding(self) -> GateBinding:
         logged = functools.partial(logger.isEnabledFor, self._log_level)
-        return GateBinding(self._app, self._counts, self._refuse, logged)
+        return GateBinding(self._app, self.counters, self._refuse, logged)
 
     @property
     def app(self) -> ASGIApp:
@@ -326,7 +325,7 @@ class OriginShield:
             method = scope["method"] if kind == "http" else "GET"  # a websocket handshake is a GET
             result, strip, secret = state.decide(method, scope["path"], scope.get("client"), scope["headers"])
             outcome = result[0]
-            self._counts[outcome.counter_key] += 1
+            self.counters.add(outcome.counter_key)
             if not outcome.allowed and logger.isEnabledFor(self._log_level):
                 decision = state.decision(result, method, scope["path"], scope.get("client"), secret)
                 logger.log(self._log_level, "originshield %s", decision.log_line())
