@@ -11,6 +11,7 @@
 #include <structmember.h>
 #include <arpa/inet.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 static PyObject *invalid_address = NULL; /* originshield.errors.InvalidAddress, set by radix.py */
@@ -335,18 +336,26 @@ route_info(PyObject *t, RouteInfo *info)
 }
 
 /* hmac.compare_digest's algorithm (CPython Modules/_operator.c, _tscmp): the time depends only on
- * the accepted value's length, never on where a guess first differs. */
+ * the accepted value's length, never on where a guess first differs (no branch on the data; the
+ * accumulator is volatile so that the compiler cannot add an early exit). Eight bytes at a time. */
 static int
 equal_ct(const unsigned char *guess, Py_ssize_t glen, const unsigned char *accepted, Py_ssize_t alen)
 {
-    volatile const unsigned char *left = guess;
-    volatile unsigned char result = 0;
+    const unsigned char *left = guess;
+    volatile uint64_t result = 0;
+    uint64_t a, b;
+    Py_ssize_t i = 0;
     if (glen != alen) {
         left = accepted;
         result = 1;
     }
-    for (Py_ssize_t i = 0; i < alen; i++) {
-        result |= left[i] ^ accepted[i];
+    for (; i + 8 <= alen; i += 8) {
+        memcpy(&a, left + i, 8);
+        memcpy(&b, accepted + i, 8);
+        result |= a ^ b;
+    }
+    for (; i < alen; i++) {
+        result |= (uint64_t)(left[i] ^ accepted[i]);
     }
     return result == 0;
 }

@@ -182,6 +182,9 @@ def test_answers_the_common_cases(ranges: AwsIpRanges) -> None:
         "secret missing": scope(headers=chain()[:2]),
         "secret invalid": scope(headers=[*chain()[:2], (b"x-origin-verify", b"wrong-secret-0123456789")]),
         "secret duplicate": scope(headers=[*chain(), (b"x-origin-verify", SECRET.encode())]),
+        "secret, last byte off": scope(headers=[*chain()[:2], (b"x-origin-verify", SECRET[:-1].encode() + b"X")]),
+        "secret, one byte more": scope(headers=[*chain()[:2], (b"x-origin-verify", SECRET.encode() + b"0")]),
+        "secret, first byte off": scope(headers=[*chain()[:2], (b"x-origin-verify", b"X" + SECRET[1:].encode())]),
         "no client": scope(headers=chain(), client=None),
         "health from the VPC": scope("/health", headers=[(b"host", b"x")], client=(ALB, 1)),
         "health from outside": scope("/health", headers=[], client=(ATTACKER, 1)),
@@ -200,7 +203,8 @@ def test_answers_the_common_cases(ranges: AwsIpRanges) -> None:
     assert reasons["two XFF lines"] == reasons["upper-case names"] == reasons["health from the VPC"] == "allowed"
     assert reasons["edge not allowed"] == "edge_not_allowed"
     assert reasons["secret missing"] == "secret_missing"
-    assert reasons["secret invalid"] == "secret_invalid"
+    assert reasons["secret invalid"] == reasons["secret, last byte off"] == "secret_invalid"
+    assert reasons["secret, one byte more"] == reasons["secret, first byte off"] == "secret_invalid"
     assert reasons["secret duplicate"] == "secret_duplicate"
     assert reasons["no client"] == "no_client_address"
     assert reasons["health from outside"] == "peer_not_allowed"
