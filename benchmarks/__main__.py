@@ -23,7 +23,7 @@ from .report import SECTION_TITLES, render
 
 __all__ = ["main"]
 
-GROUPS = ("lookup", "asgi", "e2e", "refresh")
+GROUPS = ("lookup", "asgi", "e2e", "instructions", "refresh")
 
 
 def _lookup(quick: bool) -> list[Section]:
@@ -44,6 +44,12 @@ def _e2e(quick: bool) -> list[Section]:
     return e2e.run(quick)
 
 
+def _instructions(quick: bool) -> list[Section]:
+    from . import instructions
+
+    return [instructions.run(quick)]
+
+
 def _refresh(quick: bool) -> list[Section]:
     from . import refresh_report
 
@@ -54,6 +60,7 @@ RUNNERS: dict[str, tuple[Callable[[bool], list[Section]], tuple[str, ...]]] = {
     "lookup": (_lookup, ("lookup", "build")),
     "asgi": (_asgi, ("asgi",)),
     "e2e": (_e2e, ("e2e", "reload", "geoip")),
+    "instructions": (_instructions, ("instructions",)),
     "refresh": (_refresh, ("refresh",)),
 }
 

@@ -10,6 +10,7 @@ only by what wraps it:
   is the last X-Forwarded-For entry), while topologies 1 and 3 need the peer itself to be allowed:
   their policies list 127.0.0.1/32 as an explicit CIDR next to the AWS selection (same tree, same
   lookup cost; only the matching entry differs).
+- ``passthrough``: a do-nothing pure-ASGI middleware (the floor for any Python middleware).
 - ``naive-loop``: the usual hand-written check: a pure ASGI middleware that parses the last
   X-Forwarded-For entry with ``ipaddress`` and loops over the 46 origin-facing IPv4 networks.
 - ``basehttp``: the same check written with Starlette's ``BaseHTTPMiddleware``.
@@ -142,6 +143,16 @@ class NaiveLoop:
         await self.app(scope, receive, send)
 
 
+class Passthrough:
+    """A do-nothing pure-ASGI middleware: the least any middleware written in Python costs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def _naive(settings: Settings) -> ASGIApp:
     return NaiveLoop(bare_app(), origin_facing_v4(), settings.secret)
 
@@ -223,6 +234,7 @@ def _originshield(topology: int, **flags: bool) -> Callable[[Settings], ASGIApp]
 #: variant name -> factory (``benchmarks.serve`` builds one per server process).
 FACTORIES: dict[str, Callable[[Settings], ASGIApp]] = {
     "bare": lambda settings: bare_app(),
+    "passthrough": lambda settings: Passthrough(bare_app()),
     "originshield-t1": _originshield(1),
     "originshield-t2": _originshield(2),
     "originshield-t3": _originshield(3),

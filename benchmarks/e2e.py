@@ -42,7 +42,7 @@ from ._common import REPO, Bars, Curves, Goal, Section, Table, fmt_ratio, median
 from .apps import APP_KIND, SECRET_HEADER, Settings
 from .loadgen import LoadResult, Request
 
-__all__ = ["Load", "Server", "run"]
+__all__ = ["APP_TEXT_SHORT", "Load", "Server", "free_port", "port_open", "run"]
 
 #: Full run: rounds x seconds per load (each load runs once per round, loads alternate).
 ROUNDS = 7
@@ -56,6 +56,8 @@ _APP_TEXT = {
     "raw": "app: a bare ASGI callable answering `200 ok` (the strictest base: any overhead shows at full size)",
     "starlette": "app: a routed Starlette app (`GET /api/items`)",
 }
+
+APP_TEXT_SHORT = {"raw": "raw ASGI app", "starlette": "Starlette app"}
 
 SECRET = "bench-secret-7f3a9c0e5b2d4e61"  # noqa: S105 (a benchmark fixture, not a credential)
 
@@ -170,11 +172,19 @@ def _log(text: str) -> None:
     print(f"benchmarks: e2e: {text}", file=sys.stderr, flush=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 def _cpus() -> tuple[int | None, int | None]:
@@ -202,7 +212,7 @@ def _start(group: list[Server], workdir: Path) -> None:
     """Start one process serving every server of ``group`` (one per process, except in --quick)."""
     extra: dict[str, object] = {}
     for server in group:
-        server.port = _free_port()
+        server.port = free_port()
         extra.update(server.extra)
     env = dict(os.environ)
     env["ORIGINSHIELD_BENCH_SETTINGS"] = Settings(SECRET, extra).to_env()
@@ -248,11 +258,9 @@ def _wait_ready(server: Server, deadline: float) -> None:
             tail = server.log.read_text().strip().splitlines()[-3:] if server.log else []
             server.unavailable = f"server exited with {server.proc.returncode}: {' / '.join(tail)}"
             return
-        try:
-            with socket.create_connection(("127.0.0.1", server.port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
+        if port_open(server.port):
+            return
+        time.sleep(0.05)
     server.unavailable = "server did not start within the time limit"
 
 

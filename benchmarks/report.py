@@ -20,6 +20,7 @@ SECTION_TITLES: dict[str, str] = {
     "build": "Build time and memory (issue 2)",
     "asgi": "Middleware, direct ASGI calls (issue 3)",
     "e2e": "End to end on uvicorn (issue 3)",
+    "instructions": "Server instructions per request (issue 3)",
     "reload": "Reload under load (issue 4)",
     "refresh": "Refresher: fetch-parse-build-swap and memory (issue 4)",
     "geoip": "GeoIP cost (issue 5)",

@@ -5,6 +5,10 @@ Shaped like Starlette's ``TrustedHostMiddleware``: options validated and everyth
 scope-type check; a refused request gets a short fixed response and the app is never called. No
 ``Request`` object, no ``BaseHTTPMiddleware`` (it costs tens of percent), no body reads.
 
+With the C extension, ``__call__`` itself is C (``_speedups.Entry`` over the engine's
+``_speedups.Gate``): a request settled by an early refusal or a decision-cache hit never runs Python
+code of ours; the rest runs :meth:`OriginShield._handle`, the reference implementation.
+
 Usage::
 
     app.add_middleware(
@@ -73,7 +77,7 @@ class OriginShield:
       decision cache; otherwise call :meth:`clear_cache` after a reload.
     - ``report_only``: decide, log and count, but let every request through (safe rollout).
     - ``status`` / ``body``: the refusal (default 403, ``Forbidden``); never says why.
-    - ``cache_size``: decision cache entries (LRU; 0 disables it).
+    - ``cache_size``: decision cache entries (``cachetools.FIFOCache``; 0 disables it).
     - ``log_level``: level of the one-line log record of each refusal (allowed requests are not
       logged: the counters count them, and the hot path stays free of logging calls).
     - ``counters``: a :class:`~originshield.metrics.Counters` to share; a new one by default.
