@@ -292,7 +292,7 @@ typedef struct {
 
 typedef struct {
     RouteInfo *info;
-    PyObject *headers;
+    PyObject *headers; /* a strong reference (the caller releases it) */
     Py_ssize_t secret_at, secret_count;
 } Found;
 
@@ -444,12 +444,23 @@ is_str(PyObject *o, PyObject *interned)
     return o == interned || (PyUnicode_CheckExact(o) && PyUnicode_Compare(o, interned) == 0);
 }
 
+/* scope[name] as a new reference, NULL when absent (or on error: check PyErr_Occurred). A scope
+ * whose keys run Python code when compared could change the scope under us: the references keep
+ * what we read alive. */
+static PyObject *
+scope_get(PyObject *scope, PyObject *name)
+{
+    PyObject *value = PyDict_GetItemWithError(scope, name);
+    Py_XINCREF(value);
+    return value;
+}
+
 /* The cheap half of Engine.decide: a new reference to the result, Py_None (take the Python path),
  * or NULL with an exception set. Never modifies the scope. */
 static PyObject *
 gate_decide(Gate *g, PyObject *scope, Found *found)
 {
-    PyObject *kind, *method, *path, *headers, *client, *host;
+    PyObject *kind = NULL, *method = NULL, *path = NULL, *headers = NULL, *client = NULL, *host;
     PyObject *xff = NULL, *cva = NULL, *cvc = NULL, *secret_value = NULL, *key, *result = NULL, *tmp;
     RouteInfo *info = &g->dflt;
     Py_ssize_t n, plen, secret_at = -1, secret_count = 0;
@@ -458,36 +469,36 @@ gate_decide(Gate *g, PyObject *scope, Found *found)
     if (!PyDict_CheckExact(scope)) {
         Py_RETURN_NONE;
     }
-    kind = PyDict_GetItemWithError(scope, s_type);
+    kind = scope_get(scope, s_type);
     if (kind == NULL) {
         goto slow;
     }
     if (is_str(kind, s_http)) {
-        method = PyDict_GetItemWithError(scope, s_method);
+        method = scope_get(scope, s_method);
         if (method == NULL || !PyUnicode_CheckExact(method)) {
             goto slow;
         }
     } else if (is_str(kind, s_websocket)) {
-        method = s_get; /* a websocket handshake is a GET */
+        method = Py_NewRef(s_get); /* a websocket handshake is a GET */
     } else {
         goto slow;
     }
-    path = PyDict_GetItemWithError(scope, s_path);
-    headers = PyDict_GetItemWithError(scope, s_headers);
+    path = scope_get(scope, s_path);
+    headers = path == NULL ? NULL : scope_get(scope, s_headers);
     if (path == NULL || !PyUnicode_CheckExact(path) || headers == NULL ||
         !(PyList_CheckExact(headers) || PyTuple_CheckExact(headers))) {
         goto slow;
     }
-    client = PyDict_GetItemWithError(scope, s_client);
+    client = scope_get(scope, s_client);
     if (client == NULL && PyErr_Occurred()) {
-        return NULL;
+        goto error;
     }
     plen = PyUnicode_GET_LENGTH(path);
 
     for (Py_ssize_t i = 0; i < g->nroutes; i++) {
         r = route_matches(&g->routes[i], path, plen, method);
         if (r < 0) {
-            return NULL;
+            goto error;
         }
         if (r) {
             info = &g->routes[i].info;
@@ -599,38 +610,52 @@ gate_decide(Gate *g, PyObject *scope, Found *found)
     Py_INCREF(result);
 
 answer:
-    Py_XDECREF(xff);
     if (!PyTuple_CheckExact(result) || PyTuple_GET_SIZE(result) < 1) {
         Py_DECREF(result);
         PyErr_SetString(PyExc_RuntimeError, "corrupt decision result");
-        return NULL;
+        goto error;
     }
     found->info = info;
-    found->headers = headers;
+    found->headers = Py_NewRef(headers);
     found->secret_at = secret_at;
     found->secret_count = secret_count;
-    return result;
+    goto done;
 
 slow:
-    Py_XDECREF(xff);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    result = PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    goto done;
 
 error:
+    result = NULL;
+
+done:
     Py_XDECREF(xff);
-    return NULL;
+    Py_XDECREF(kind);
+    Py_XDECREF(method);
+    Py_XDECREF(path);
+    Py_XDECREF(headers);
+    Py_XDECREF(client);
+    return result;
 }
 
 /* The app never sees the secret: scope["headers"] becomes a new list without that one item (the
- * server's list is left alone: it may hold on to it). */
+ * server's list is left alone: it may hold on to it). 1 done, 0 the headers are not as they were
+ * when decided (take the Python path), -1 error. */
 static int
-strip_secret(PyObject *scope, Found *f)
+strip_secret(Gate *g, PyObject *scope, Found *f)
 {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(f->headers);
-    PyObject *stripped = PyList_New(n - 1);
+    PyObject *stripped, *item;
     int r;
+    if (f->secret_at >= n) {
+        return 0;
+    }
+    item = PySequence_Fast_GET_ITEM(f->headers, f->secret_at);
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2 || !PyBytes_CheckExact(PyTuple_GET_ITEM(item, 0)) ||
+        !name_is(PyTuple_GET_ITEM(item, 0), g->secret)) {
+        return 0;
+    }
+    stripped = PyList_New(n - 1);
     if (stripped == NULL) {
         return -1;
     }
@@ -641,7 +666,7 @@ strip_secret(PyObject *scope, Found *f)
     }
     r = PyDict_SetItem(scope, s_headers, stripped);
     Py_DECREF(stripped);
-    return r;
+    return r < 0 ? -1 : 1;
 }
 
 /* The whole request for a bound gate: the app's awaitable (allowed), the refusal's (refused, not
@@ -659,11 +684,13 @@ gate_admit(Gate *g, PyObject *scope, PyObject *receive, PyObject *send)
     if (outcome == f.info->allowed && f.info->allowed_count != NULL) {
         Py_DECREF(result);
         /* Several copies of the secret cannot be allowed (secret_duplicate); still, never pass one. */
-        if (f.secret_count > 1) {
+        r = f.secret_count > 1 ? 0 : f.secret_count == 1 ? strip_secret(g, scope, &f) : 1;
+        Py_DECREF(f.headers);
+        if (r <= 0) {
+            if (r < 0) {
+                return NULL;
+            }
             Py_RETURN_NONE;
-        }
-        if (f.secret_count == 1 && strip_secret(scope, &f) < 0) {
-            return NULL;
         }
         f.info->allowed_count->value++;
         args[0] = scope;
@@ -673,6 +700,7 @@ gate_admit(Gate *g, PyObject *scope, PyObject *receive, PyObject *send)
     }
     /* Refused: counted and answered here unless the Python path has to run (report-only mode lets
      * it through; a logged refusal needs the full decision for its log line). */
+    Py_DECREF(f.headers);
     {
         PyObject *flag = PyObject_GetAttr(outcome, s_allowed), *key, *cell;
         r = flag == NULL ? -1 : PyObject_IsTrue(flag);
@@ -715,11 +743,16 @@ static PyObject *
 gate_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Found f;
+    PyObject *result;
     if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
         PyErr_SetString(PyExc_TypeError, "gate(scope) takes exactly one positional argument");
         return NULL;
     }
-    return gate_decide((Gate *)self, args[0], &f);
+    result = gate_decide((Gate *)self, args[0], &f);
+    if (result != NULL && result != Py_None) {
+        Py_DECREF(f.headers);
+    }
+    return result;
 }
 
 static int

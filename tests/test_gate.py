@@ -441,3 +441,46 @@ def test_without_the_gate_everything_runs_in_python(ranges: AwsIpRanges, monkeyp
     assert run_request(mw, scope(headers=chain(edge=ATTACKER)))[0]["status"] == 403
     assert mw.counters.allowed() == 3 and mw.counters.rejected() == {"edge_not_allowed": 1}
     assert all(name != b"x-origin-verify" for s in app.scopes for name, _ in s["headers"])
+
+
+def test_a_scope_that_changes_under_the_gate_is_safe(ranges: AwsIpRanges) -> None:
+    """A scope key whose comparison runs Python code that replaces the headers while the gate reads
+    the scope: the gate keeps what it read alive (no use after free) and decides on it."""
+    mw = t2(ranges)
+    engine = mw.engine
+    reference(engine, scope(headers=chain()))  # fill the cache
+
+    s = scope(headers=chain())
+
+    target: list[Scope] = [s]
+    armed = False
+
+    class Meddler(str):
+        __slots__ = ()
+
+        def __hash__(self) -> int:
+            return hash("client")  # collides with the gate's lookup of "client"
+
+        def __eq__(self, other: object) -> bool:
+            if armed:
+                target[0]["headers"] = [(b"x-forwarded-for", b"1.2.3.4")]  # the last reference to the list
+            return False
+
+        __ne__ = str.__ne__
+
+    s[Meddler("meddler")] = None  # (inserting it compares it with "client" too: not armed yet)
+    armed = True
+    got = engine.gate(s)
+    assert got is not None and got[0].reason == "allowed"  # decided on the headers it read
+
+    app = Recorder()
+    mw.app = app
+    reference(mw.engine, scope(headers=chain()))
+    armed = False
+    target[0] = scope(headers=chain())
+    target[0][Meddler("meddler")] = None
+    armed = True
+    run_request(mw, target[0])
+    # The scope's headers were replaced mid-decision: the app gets the headers that were decided
+    # on, and never the secret.
+    assert all(name != b"x-origin-verify" for seen in app.scopes for name, _ in seen["headers"])
