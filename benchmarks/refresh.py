@@ -16,18 +16,30 @@ Entry points:
   ``refresh_now()`` against a loopback server that alternates the two newest real publications
   with an ever-increasing syncToken, so every call is a full accepted update (download, parse,
   validate, guard, listeners, swap). ``driver.close()`` stops the server.
+
+Where things run, and why: in production the source is AWS, another machine, and the refresher's
+parse worker is a separate process the kernel schedules on any free core. So the loopback source
+runs in its own process (``python -m benchmarks.refresh --serve``), not in the measured server
+process, and the driver keeps the source process and the parse worker off the CPUs the calling
+thread is pinned to (the benchmark pins the server process to one core; on a two-core machine they
+share the load generator's core). Only what the refresher does in the server process itself
+(download, rebuilding the document from the worker's answer, guard decisions, the middleware's
+policy compile, the swap) competes with requests, as in production.
 - ``start_swapping(driver=None) -> stop``: a daemon thread calling ``driver.swap()`` back to back;
   call the returned function to stop it (it returns the number of swaps done).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import gzip
 import http.server
 import os
 import re
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -36,10 +48,10 @@ from typing import Any
 
 from originshield.aws import AwsIpRanges, Selector
 from originshield.radix import RadixTree
-from originshield.refresher import Refresher
+from originshield.refresher import Refresher, _ParseWorker
 from originshield.snapshot import Snapshot
 
-__all__ = ["LoopbackSource", "SwapDriver", "run", "start_swapping", "swap_driver"]
+__all__ = ["LoopbackSource", "SourceProcess", "SwapDriver", "run", "start_swapping", "swap_driver"]
 
 HISTORY = Path(__file__).resolve().parent.parent / "tests" / "data" / "aws" / "history"
 _TOKEN = re.compile(rb'"syncToken": "(\d+)"')
@@ -87,28 +99,95 @@ class LoopbackSource:
         self.server.server_close()
 
 
+def _serve(count: int) -> None:
+    """``python -m benchmarks.refresh --serve``: a LoopbackSource until stdin closes; prints its URL."""
+    # It stands in for AWS, another machine: at the lowest priority, it takes no CPU from the
+    # load generator whose core it shares (see the module doc).
+    with contextlib.suppress(AttributeError, OSError):
+        os.nice(19)
+    source = LoopbackSource(count)
+    print(source.url, flush=True)
+    sys.stdin.read()
+    source.close()
+
+
+class SourceProcess:
+    """A :class:`LoopbackSource` in a child process (the source is remote in production: serving
+    2.6 MB per swap must not be charged to the measured server process)."""
+
+    def __init__(self, count: int = 2) -> None:
+        self.documents = [gzip.decompress(p.read_bytes()) for p in sorted(HISTORY.glob("ip-ranges-*.json.gz"))[-count:]]
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.refresh", "--serve", str(count)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url:
+            raise RuntimeError("the loopback source process did not start")
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def _keep_off_my_cpus(pids: list[int]) -> None:
+    """Move ``pids`` to the CPUs the calling thread is not pinned to (none left: leave them)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    mine = os.sched_getaffinity(0)
+    others = set(range(os.cpu_count() or 1)) - mine
+    for pid in pids:
+        with contextlib.suppress(OSError):  # exited meanwhile: the next swap places the new one
+            os.sched_setaffinity(pid, others or mine)
+
+
 class SwapDriver:
     description = (
-        "Refresher.refresh_now() against a loopback HTTP server alternating the two newest real publications "
-        "(2.6 MB each, rising syncToken): download, parse + validation in the parse worker, record rebuild, "
-        "shrink guard, listeners, swap"
+        "Refresher.refresh_now() against a loopback HTTP server (a separate process) alternating the two newest "
+        "real publications (2.6 MB each, rising syncToken): download, parse + validation + diff against the "
+        "document in service in the parse worker (kept off the server's core), record rebuild, shrink guard, "
+        "listeners, swap"
     )
 
     def __init__(self) -> None:
-        self.source = LoopbackSource()
+        self.source = SourceProcess()
         first = AwsIpRanges.from_bytes(self.source.documents[0])
         # The selection the headline policy uses, as the configuration passes its policies' selectors.
         self.holder = Refresher(
             self.source.url, initial=first, timeout=10.0, selectors=[Selector.preset("cloudfront-origin-facing")]
         )
         self.swaps = 0
+        self._placed: tuple[frozenset[int], int] = (frozenset(), 0)
 
     def swap(self) -> Snapshot:
         result = self.holder.refresh_now()
         if result.outcome != "applied":
             raise RuntimeError(f"benchmark swap not applied: {result}")
         self.swaps += 1
+        # After the swap: the worker starts on first use, and the server may be pinned only later.
+        self._place()
         return self.holder.current
+
+    def _place(self) -> None:
+        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+        worker = _ParseWorker._proc  # the refresher's worker process (private: benchmark only)
+        key = (frozenset(cpus), worker.pid if worker is not None else 0)
+        if key != self._placed:
+            self._placed = key
+            _keep_off_my_cpus([self.source.proc.pid, *([worker.pid] if worker is not None else [])])
 
     def close(self) -> None:
         self.holder.stop(1.0)
@@ -278,6 +357,8 @@ def run(quick: bool = False) -> dict[str, object]:
 
 if __name__ == "__main__":  # pragma: no cover
     import json
-    import sys
 
-    print(json.dumps(run("--quick" in sys.argv), indent=2, default=str))
+    if sys.argv[1:2] == ["--serve"]:
+        _serve(int(sys.argv[2]) if len(sys.argv) > 2 else 2)
+    else:
+        print(json.dumps(run("--quick" in sys.argv), indent=2, default=str))
