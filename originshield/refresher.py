@@ -1482,7 +1482,8 @@ def _from_worker(
         header_len, text_len = struct.unpack_from(">QQ", payload, 0)
         header = json.loads(payload[16 : 16 + header_len])
         text = payload[16 + header_len : 16 + header_len + text_len].decode()
-        indices = memoryview(payload[16 + header_len + text_len :]).cast("I")
+        indices = array("I")  # an array, not a memoryview: the document stays picklable
+        indices.frombytes(payload[16 + header_len + text_len :])
         lines = text.split("\n") if text else []
         diff_base = header["base"]
         if diff_base is not None and diff_base != base_id:

@@ -1114,3 +1114,15 @@ def test_record_positions_are_not_carried_over_to_other_records(server: _Server)
     fewer = dataclasses.replace(indexed, records=indexed.records[::2])
     assert fewer._positions is None
     assert ORIGIN_FACING.apply(fewer).records == tuple(r for r in indexed.records[::2] if _matches(ORIGIN_FACING, r))
+
+
+def test_a_document_from_the_worker_pickles_like_any_other(server: _Server) -> None:
+    import pickle
+
+    refresher = _refresher(server.url)
+    server.serve(RAW[1])
+    assert refresher.refresh_now().outcome == "applied"
+    doc = refresher.current.ranges
+    copy = pickle.loads(pickle.dumps(doc))  # noqa: S301 - bytes this test just produced
+    assert copy == doc
+    assert ORIGIN_FACING.apply(copy).records == ORIGIN_FACING.apply(doc).records
