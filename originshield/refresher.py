@@ -1211,6 +1211,10 @@ class _Pacer:
         self._count += 1
         if self._count & 15:  # look at the clock every 16 units only
             return
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Between two larger steps: yield now if the budget is spent."""
         if time.perf_counter() - self._since >= _BUDGET:
             time.sleep(0.0001)
             self._since = time.perf_counter()
@@ -1473,7 +1477,7 @@ def _from_worker(
     base_doc: AwsIpRanges,
     base_id: str | None,
     *,
-    pause: Callable[[], None],
+    pause: _Pacer,
 ) -> _Parsed:
     """Rebuild the document the worker described (see :func:`_worker_main` for the format).
 
@@ -1485,6 +1489,7 @@ def _from_worker(
         indices = array("I")  # an array, not a memoryview: the document stays picklable
         indices.frombytes(payload[16 + header_len + text_len :])
         lines = text.split("\n") if text else []
+        pause.checkpoint()
         diff_base = header["base"]
         if diff_base is not None and diff_base != base_id:
             raise _WorkerUnavailable(f"answer relative to {diff_base!r}, expected {base_id!r}")
@@ -1516,7 +1521,9 @@ def _from_worker(
                 pause()
             parts.append(fresh)
             used += stop
+        pause.checkpoint()
         records = tuple(chain.from_iterable(parts))
+        pause.checkpoint()
         if used != len(lines) or len(records) != header["count"]:
             raise _WorkerUnavailable("record count does not add up")
         spans = {
@@ -1525,6 +1532,7 @@ def _from_worker(
         }
         if any(o + c > len(indices) for names in spans.values() for o, c in names.values()):
             raise _WorkerUnavailable("record positions out of range")
+        pause.checkpoint()
         created = datetime.strptime(header["date"], "%Y-%m-%d-%H-%M-%S").replace(tzinfo=UTC)
         token, doc_id, share = int(header["token"]), str(header["id"]), float(header["share"])
     except (KeyError, TypeError, ValueError, struct.error) as exc:
