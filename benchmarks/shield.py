@@ -204,8 +204,12 @@ def _reload_section(loads: dict[str, Any], quick: bool, swap_log: Path) -> Any:
     section.intro = (
         "The headline load (topology 2) against two servers in the same rounds: one idle, one whose ranges "
         "snapshot is replaced continuously by a background thread in the server process "
-        f"({swaps['how']}). Every swap parses and validates a full 2.5 MB ip-ranges.json "
-        "publication, and the middleware recompiles its policies and starts a new, empty decision cache."
+        f"({swaps['how']}). Every swap downloads a full 2.6 MB ip-ranges.json publication in the server "
+        "process, has it parsed, validated and compared with the document in service by the refresher's parse "
+        "worker, and the middleware recompiles its policies and starts a new, empty decision cache. The source "
+        "server runs in its own process (in production it is AWS, another machine); it and the parse worker "
+        "are kept off the server's core (on a two-core machine they share the load generator's) at the lowest "
+        "CPU priority, as the worker runs in production."
     )
     rows = []
     for name, ld in (("idle", idle), ("swapping", busy)):

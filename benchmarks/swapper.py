@@ -1,7 +1,8 @@
 """Continuous ranges-snapshot swaps inside a benchmark server, for the reload-under-load figure.
 
 If ``benchmarks.refresh`` (the refresher's own benchmark module) provides a swap driver, that is
-used, so the figure covers exactly what the refresher does on a real update. Until then the
+used, so the figure covers exactly what the refresher does on a real update (its source server
+runs in a separate process, see that module). Until then the
 swapper does the same work by hand: it alternates between the two newest real publications in
 ``tests/data/aws/history/`` and for each swap parses and validates the full document from bytes
 (``AwsIpRanges.from_bytes``, what the refresher does with a download) and publishes it through the

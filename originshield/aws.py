@@ -17,7 +17,7 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -170,16 +170,71 @@ class Selector:
             raise ValueError(f"unknown preset {name!r}; known: {known}") from None
 
     def apply(self, ranges: AwsIpRanges) -> Selection:
+        # Remembered per document: the middleware compiles several policies that usually share a
+        # selector, and the refresher checks the same selection before the swap.
+        found = ranges._selections.get(self)
+        if found is not None:
+            return found
         svc, reg, nbg, ver = self.services, self.regions, self.network_border_groups, self.ip_versions
+        records = ranges.records
+        positions = ranges._positions
+        wanted = positions.candidates(self) if positions is not None else None
+        pool: Iterable[Record] = records if wanted is None else [records[i] for i in wanted]
         chosen = tuple(
             r
-            for r in ranges.records
+            for r in pool
             if (svc is None or r.service in svc)
             and (reg is None or r.region in reg)
             and (nbg is None or r.network_border_group in nbg)
             and (ver is None or r.prefix.version in ver)
         )
-        return Selection(chosen, ranges.sync_token, self.name)
+        return ranges._selections.setdefault(self, Selection(chosen, ranges.sync_token, self.name))
+
+
+class _Positions:
+    """Where each name occurs in one document's records: for each attribute (``service``,
+    ``region``, ``network_border_group``) and name, the ascending indices of its records.
+
+    With it, :meth:`Selector.apply` visits only the records carrying a wanted name (the 49
+    origin-facing records, say) instead of all 16,828: the refresher's parse worker computes it
+    next to the parse, so that a swap costs the server process almost nothing per policy (issue 4:
+    every CPU millisecond a swap spends in the server process is one less for requests).
+    ``spans[attribute][name] = (offset, count)`` into ``indices``.
+    """
+
+    __slots__ = ("_indices", "_spans")
+
+    def __init__(self, spans: Mapping[str, Mapping[str, tuple[int, int]]], indices: Sequence[int]) -> None:
+        self._spans = spans
+        self._indices = indices
+
+    def names(self, attribute: str) -> frozenset[str]:
+        return frozenset(self._spans.get(attribute, ()))
+
+    def candidates(self, sel: Selector) -> list[int] | None:
+        """Ascending indices of the records that carry one of the names of the most selective of
+        ``sel``'s name filters (a superset of its selection); None when it filters no name."""
+        best: list[tuple[int, int]] | None = None
+        best_total = 0
+        for attribute, names in (
+            ("service", sel.services),
+            ("region", sel.regions),
+            ("network_border_group", sel.network_border_groups),
+        ):
+            if names is None:
+                continue
+            spans = self._spans.get(attribute, {})
+            found = [spans[name] for name in names if name in spans]
+            total = sum(count for _, count in found)
+            if best is None or total < best_total:
+                best, best_total = found, total
+        if best is None:
+            return None
+        indices = self._indices
+        out = [i for offset, count in best for i in indices[offset : offset + count]]
+        if len(best) > 1:
+            out.sort()
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +246,12 @@ class AwsIpRanges:
     records: tuple[Record, ...]
     source: str = "bytes"
     _index: dict[str, frozenset[str]] = field(default_factory=dict, repr=False, compare=False)
+    #: Where each name occurs (see :class:`_Positions`); only documents the refresher's parse
+    #: worker described have one. Not an init field: ``dataclasses.replace`` must not carry it
+    #: over to other records.
+    _positions: _Positions | None = field(default=None, init=False, repr=False, compare=False)
+    #: Selections already computed from this document (see :meth:`Selector.apply`).
+    _selections: dict[Selector, Selection] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "bytes") -> AwsIpRanges:
@@ -209,7 +270,11 @@ class AwsIpRanges:
             raise ValueError(f"unknown record attribute {attribute!r}")
         found = self._index.get(attribute)
         if found is None:
-            found = frozenset(v for r in self.records if (v := getattr(r, attribute)) is not None)
+            positions = self._positions
+            if positions is not None:
+                found = positions.names(attribute)
+            else:
+                found = frozenset(v for r in self.records if (v := getattr(r, attribute)) is not None)
             self._index[attribute] = found
         return found
 
@@ -228,6 +293,12 @@ class AwsIpRanges:
     def preset(self, name: str) -> Selection:
         """A named selection: a key of :data:`PRESETS`, ``region:<name>`` or ``service:<NAME>``."""
         return Selector.preset(name).apply(self)
+
+
+def _indexed(ranges: AwsIpRanges, positions: _Positions) -> AwsIpRanges:
+    """``ranges`` with ``positions`` attached (they must describe exactly its records)."""
+    object.__setattr__(ranges, "_positions", positions)
+    return ranges
 
 
 def load(path: str | os.PathLike[str] | None = None) -> AwsIpRanges:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from socket import AF_INET, AF_INET6, inet_ntop
@@ -164,7 +165,31 @@ class _CompiledPolicy:
         records.extend(Cidr(net) for net in policy.cidrs)
         self.policy = policy
         self.records: tuple[Matched, ...] = tuple(records)
-        self.lookup = RadixTree.build(self.records).lookup_packed
+        self.lookup = _shared_tree(self.records).lookup_packed
+
+
+#: Recently built trees by the identity of their records (each entry keeps its records alive, so
+#: an id cannot be reused while it is a key). Every ranges update recompiles every policy, but
+#: policies sharing a selection get the same records, and so do publications that leave it
+#: unchanged (nearly all do: the refresher reuses unchanged records): an immutable tree can be
+#: shared instead of rebuilt in the publishing thread (issue 4: a swap must cost the server
+#: process almost nothing). Least recently used first.
+_TREES: dict[tuple[int, ...], tuple[tuple[Matched, ...], RadixTree[Matched]]] = {}
+_TREES_MAX: Final = 8
+_TREES_LOCK = threading.Lock()
+
+
+def _shared_tree(records: tuple[Matched, ...]) -> RadixTree[Matched]:
+    key = tuple(map(id, records))
+    with _TREES_LOCK:
+        hit = _TREES.pop(key, None)
+    if hit is None:
+        hit = (records, RadixTree.build(records))
+    with _TREES_LOCK:
+        _TREES[key] = hit
+        while len(_TREES) > _TREES_MAX:
+            del _TREES[next(iter(_TREES))]
+    return hit[1]
 
 
 _RouteEntry = tuple[str, bool, "frozenset[str] | None", "_CompiledRoute"]

@@ -965,3 +965,166 @@ def test_watch_only_refresher_checks_watchers_and_never_fetches(server: _Server,
     finally:
         assert refresher.stop(5)
     assert server.requests == []
+
+
+# -- the parse worker's differences (issue 4: a swap must cost the server process almost nothing) --------
+
+
+def _shuffled(doc: dict[str, Any]) -> None:
+    # Every entry moves: the worker cannot describe this as a few runs of the old records.
+    doc["prefixes"] = doc["prefixes"][1::2] + doc["prefixes"][::2]
+
+
+def _halve_ipv4(doc: dict[str, Any]) -> None:
+    doc["prefixes"] = doc["prefixes"][: len(doc["prefixes"]) // 2]
+
+
+def _drop_one_ec2_range(doc: dict[str, Any]) -> None:
+    doc["prefixes"] = [e for e in doc["prefixes"] if e["ip_prefix"] != "3.4.12.0/24"]
+
+
+@pytest.mark.parametrize(
+    "selectors", [(ORIGIN_FACING, Selector.preset("region:us-east-1")), ()], ids=["policies", "everything"]
+)
+def test_worker_differences_agree_with_parsing_in_process(
+    server: _Server, selectors: tuple[Selector, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Updates, a guarded shrink, refusals, a veto, a reordered document and a worker restart, through
+    a refresher that parses in the worker and one that parses in this process: same outcome, same
+    records, same held-back records, same selections after every step."""
+    from originshield.refresher import _Parsed, _ParseWorker
+
+    base = RAW[-1]
+    token = 1790000000
+    steps: list[tuple[str, bytes]] = [
+        ("update", RAW[-2]),  # older than the initial document: refused
+        ("update", _edit(base, token)),
+        ("update", _edit(base, token + 1, _drop_one_ec2_range)),
+        ("guarded shrink", _edit(base, token + 2, _halve_origin_facing)),
+        ("older", _edit(base, token + 1)),
+        ("vetoed", _edit(base, token + 3, _halve_origin_facing)),
+        ("confirmation", _edit(base, token + 4, _halve_origin_facing)),
+        ("re-added", _edit(base, token + 5)),
+        ("reordered", _edit(base, token + 6, _shuffled)),
+        ("worker restart", _edit(base, token + 7, _drop_one_ec2_range)),
+        ("after restart", _edit(base, token + 8)),
+        ("big shrink", _edit(base, token + 9, _halve_ipv4)),
+    ]
+    # A low threshold: halving the origin-facing ranges must be guarded even against everything.
+    options: dict[str, Any] = {"selectors": selectors, "confirmations": 3, "shrink_threshold": 0.0001}
+    worker = _refresher(server.url, initial=base, **options)
+    local = _refresher(server.url, initial=base, parse_worker=False, **options)
+    parsed: list[_Parsed] = []
+    parse = worker._parse
+
+    def observe(body: bytes, source: str) -> _Parsed:
+        result = parse(body, source)
+        parsed.append(result)
+        return result
+
+    monkeypatch.setattr(worker, "_parse", observe)
+
+    def veto(snap: Snapshot) -> None:
+        if snap.sync_token == token + 3:
+            raise RuntimeError("cannot compile")
+
+    probes = [ORIGIN_FACING, Selector.preset("region:us-east-1"), Selector.of(services=["EC2", "S3"], ip_versions=[4])]
+    for refresher in (worker, local):
+        refresher.subscribe(veto)
+    for name, body in steps:
+        if name == "worker restart" and _ParseWorker._proc is not None:
+            _ParseWorker._proc.kill()
+            _ParseWorker._proc.wait()
+        server.serve(body)
+        ours, theirs = worker.refresh_now(), local.refresh_now()
+        assert (ours.outcome, ours.reason, ours.held_back) == (theirs.outcome, theirs.reason, theirs.held_back), name
+        a, b = worker.current, local.current
+        assert a.ranges.records == b.ranges.records, name
+        assert a.held_back == b.held_back, name
+        for sel in probes:
+            assert sel.apply(a.ranges).records == sel.apply(b.ranges).records, (name, sel.name)
+    assert worker.status().counts == local.status().counts
+    assert worker.status().counts["guarded"] >= 1  # at least the big shrink
+    # The fast path was taken: every document after the first one the worker described is a
+    # difference to the one in service, except the reordered one and the first after the restart.
+    kinds = [p.delta is not None for p in parsed]
+    names = [name for name, _ in steps]
+    assert kinds == [
+        False,  # the initial document did not come from the worker
+        False,
+        True,
+        True,
+        True,
+        True,
+        True,
+        True,
+        False,  # reordered: sent whole
+        False,  # a new worker knows no document
+        True,
+        True,
+    ], list(zip(names, kinds, strict=True))
+
+
+def test_selections_through_record_positions_equal_a_full_scan(server: _Server) -> None:
+    refresher = _refresher(server.url, initial=RAW[-2])
+    server.serve(RAW[-1])
+    assert refresher.refresh_now().outcome == "applied"
+    indexed = refresher.current.ranges
+    assert indexed._positions is not None
+    plain = AwsIpRanges(indexed.sync_token, indexed.create_date, indexed.records, indexed.source)
+    assert plain._positions is None
+    selectors = [Selector.of(name="all"), Selector.of(ip_versions=[6]), Selector.of(services=["NO_SUCH_SERVICE"])]
+    by_name: list[tuple[str, Callable[[str], Selector]]] = [
+        ("service", lambda n: Selector.of(services=[n])),
+        ("region", lambda n: Selector.of(regions=[n])),
+        ("network_border_group", lambda n: Selector.of(network_border_groups=[n])),
+    ]
+    for attribute, make in by_name:
+        names = sorted(plain.values(attribute))
+        assert indexed.values(attribute) == frozenset(names)
+        selectors += [make(name) for name in names]
+    selectors += [
+        Selector.of(services=["AMAZON", "EC2", "CLOUDFRONT_ORIGIN_FACING"]),
+        Selector.of(services=["EC2"], regions=["us-east-1", "eu-west-1"], ip_versions=[4]),
+        Selector.of(regions=["GLOBAL"], network_border_groups=["GLOBAL"]),
+        Selector.of(services=["AMAZON"], regions=["no-such-region"]),
+    ]
+    for sel in selectors:
+        expected = tuple(r for r in plain.records if _matches(sel, r))
+        assert sel.apply(indexed).records == expected, sel.name
+        assert sel.apply(plain).records == expected, sel.name
+        assert sel.apply(indexed) is sel.apply(indexed)  # remembered per document
+
+
+def _matches(sel: Selector, r: Record) -> bool:
+    return (
+        (sel.services is None or r.service in sel.services)
+        and (sel.regions is None or r.region in sel.regions)
+        and (sel.network_border_groups is None or r.network_border_group in sel.network_border_groups)
+        and (sel.ip_versions is None or r.prefix.version in sel.ip_versions)
+    )
+
+
+def test_record_positions_are_not_carried_over_to_other_records(server: _Server) -> None:
+    import dataclasses
+
+    refresher = _refresher(server.url)
+    server.serve(RAW[1])
+    assert refresher.refresh_now().outcome == "applied"
+    indexed = refresher.current.ranges
+    assert indexed._positions is not None
+    fewer = dataclasses.replace(indexed, records=indexed.records[::2])
+    assert fewer._positions is None
+    assert ORIGIN_FACING.apply(fewer).records == tuple(r for r in indexed.records[::2] if _matches(ORIGIN_FACING, r))
+
+
+def test_a_document_from_the_worker_pickles_like_any_other(server: _Server) -> None:
+    import pickle
+
+    refresher = _refresher(server.url)
+    server.serve(RAW[1])
+    assert refresher.refresh_now().outcome == "applied"
+    doc = refresher.current.ranges
+    copy = pickle.loads(pickle.dumps(doc))  # noqa: S301 - bytes this test just produced
+    assert copy == doc
+    assert ORIGIN_FACING.apply(copy).records == ORIGIN_FACING.apply(doc).records
