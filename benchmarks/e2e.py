@@ -42,7 +42,7 @@ from ._common import REPO, Bars, Curves, Goal, Section, Table, fmt_ratio, median
 from .apps import APP_KIND, SECRET_HEADER, Settings
 from .loadgen import LoadResult, Request
 
-__all__ = ["APP_TEXT_SHORT", "Load", "Server", "free_port", "port_open", "run"]
+__all__ = ["APP_TEXT_SHORT", "Load", "Server", "free_port", "paired", "port_open", "run"]
 
 #: Full run: rounds x seconds per load (each load runs once per round, loads alternate).
 ROUNDS = 7
@@ -398,6 +398,7 @@ def _run_load(
     finally:
         if load.flag is not None:
             load.flag.unlink(missing_ok=True)
+            time.sleep(0.5)  # let a swap in flight finish before the next load starts
 
 
 def _measure(
@@ -537,13 +538,13 @@ def e2e_section(plan: Plan, quick: bool) -> Section:
     bare = by.get("bare")
 
     def rps_ratio(ld: Load, base: Load | None = bare) -> float:
-        return _paired(ld.results, base.results if base else [], lambda r: r.rps)
+        return paired(ld.results, base.results if base else [], lambda r: r.rps)
 
     def p99_ratio(ld: Load, base: Load | None = bare) -> float:
-        return _paired(ld.results, base.results if base else [], lambda r: r.pct(99))
+        return paired(ld.results, base.results if base else [], lambda r: r.pct(99))
 
     def cpu_ratio(ld: Load, base: Load | None = bare) -> float:  # base's server time / ld's
-        return 1 / _paired(ld.cpu_us_per_req, base.cpu_us_per_req if base else [], float)
+        return 1 / paired(ld.cpu_us_per_req, base.cpu_us_per_req if base else [], float)
 
     rows = []
     for ld in plan.loads:
@@ -641,7 +642,7 @@ def e2e_section(plan: Plan, quick: bool) -> Section:
     return section
 
 
-def _paired(values: list[Any], base: list[Any], fn: Callable[[Any], float]) -> float:
+def paired(values: list[Any], base: list[Any], fn: Callable[[Any], float]) -> float:
     """Median over rounds of fn(values[r]) / fn(base[r]): both loads ran in round r, close in time."""
     if not values or not base:
         return float("nan")

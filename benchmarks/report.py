@@ -129,6 +129,7 @@ HEADLINE_LOADS = (
     "naive ipaddress loop",
     "BaseHTTPMiddleware",
     "fastapi-guard",
+    "originshield t2, reload server idle",
     "originshield t2, reloading",
     "originshield t2 + GeoIP",
 )
