@@ -598,7 +598,13 @@ def e2e_section(plan: Plan, quick: bool) -> Section:
     if t2 and rej and t2.cpu_us_per_req and rej.cpu_us_per_req:
         a, b = median(t2.cpu_us_per_req), median(rej.cpu_us_per_req)
         section.goals.append(
-            Goal(3, "server time: rejected (edge) vs allowed", "rejected < allowed", f"{b:.0f} µs vs {a:.0f} µs", b < a)
+            Goal(
+                3,
+                f"server time: rejected (edge) vs allowed ({APP_TEXT_SHORT[APP_KIND]})",
+                "rejected < allowed",
+                f"{b:.0f} µs vs {a:.0f} µs",
+                b < a,
+            )
         )
     guard = by.get("fastapi-guard")
     if guard and guard.results:
