@@ -42,7 +42,7 @@ from ._common import REPO, Bars, Curves, Goal, Section, Table, fmt_ratio, median
 from .apps import APP_KIND, SECRET_HEADER, Settings
 from .loadgen import LoadResult, Request
 
-__all__ = ["APP_TEXT_SHORT", "Load", "Server", "free_port", "paired", "port_open", "run"]
+__all__ = ["APP_TEXT_SHORT", "Load", "Server", "free_port", "paired", "port_open", "run", "server_env"]
 
 #: Full run: rounds x seconds per load (each load runs once per round, loads alternate).
 ROUNDS = 7
@@ -208,15 +208,22 @@ def _pin_all_threads(pid: int, cpu: int | None) -> None:
         loadgen.pin(tid, cpu)
 
 
+def server_env(extra: dict[str, object], **variables: str) -> dict[str, str]:
+    """The environment of a ``benchmarks.serve`` process: the shared settings, the repository on
+    PYTHONPATH, and ``variables``."""
+    env = dict(os.environ, **variables)
+    env["ORIGINSHIELD_BENCH_SETTINGS"] = Settings(SECRET, extra).to_env()
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
 def _start(group: list[Server], workdir: Path) -> None:
     """Start one process serving every server of ``group`` (one per process, except in --quick)."""
     extra: dict[str, object] = {}
     for server in group:
         server.port = free_port()
         extra.update(server.extra)
-    env = dict(os.environ)
-    env["ORIGINSHIELD_BENCH_SETTINGS"] = Settings(SECRET, extra).to_env()
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = server_env(extra)
     log = workdir / f"serve-{group[0].variant}-{group[0].port}.log"
     status = workdir / "serve-status.tsv"
     # Started unpinned (start-up is import + parse work that both cores can share); pinned once ready.

@@ -20,7 +20,6 @@ section says so when it is missing, and ``--quick`` skips it (it takes minutes).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -31,7 +30,6 @@ from pathlib import Path
 
 from . import e2e, loadgen
 from ._common import REPO, Goal, Section, Table, fmt_ratio
-from .apps import Settings
 
 __all__ = ["run"]
 
@@ -63,10 +61,7 @@ def _summary(dump: Path) -> int:
 def _measure(app: str, variant: str, loads: dict[str, Path], workdir: Path) -> list[Count]:
     """One server under callgrind; one count per load (same server, zeroed in between)."""
     port = e2e.free_port()
-    env = dict(os.environ)
-    env["ORIGINSHIELD_BENCH_SETTINGS"] = Settings(e2e.SECRET, {}).to_env()
-    env["ORIGINSHIELD_BENCH_APP"] = app
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = e2e.server_env({}, ORIGINSHIELD_BENCH_APP=app)
     out = workdir / f"callgrind.{app}.{variant}.out"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m", "benchmarks.serve"]
     cmd += [str(workdir / "status.tsv"), f"{variant}:{port}"]

@@ -153,9 +153,8 @@ def agree(engine: Engine, s: Scope) -> Any:
     try:
         expected = reference(engine, s) if s["type"] in ("http", "websocket") else None
     except (KeyError, TypeError, ValueError, AttributeError):
-        expected = None  # decide() refuses the malformed scope: the gate must leave it to decide()
-        got = engine.gate(s)
-        assert got is None
+        # decide() refuses the malformed scope: the gate must leave it to decide()
+        assert engine.gate(s) is None
         return None
     got = engine.gate(s)
     assert s == before and s["headers"] is headers, "the gate must not modify the scope"
