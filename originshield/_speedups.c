@@ -237,19 +237,21 @@ static PyTypeObject CounterType = {
 };
 
 /* ---------------------------------------------------------------------------------------------
- * Gate and Entry: the middleware's hot path in C.
+ * Gate and Shield: the middleware's hot path in C.
  *
  * Gate replays the cheap half of Engine.decide (engine.py) for one ASGI scope: the route match, the
  * single header pass, the secret's verdict, the early refusals and the decision cache key. It
  * answers only when that half settles the request (an early outcome, or a hit in the decision cache
  * that the Python path fills: both read the same dict, so a hit is the very tuple decide() would
- * return). Anything else (a cache miss, a path that may hold a dot segment, a non-conforming scope)
- * answers None and Engine.decide runs, which also raises the same errors for malformed scopes.
- * Engine.decide is the reference; tests/test_gate.py compares both on crafted and random scopes.
+ * return; hits are also remembered in the gate's memo, see memo_find). Anything else (a cache
+ * miss, a path that may hold a dot segment, a non-conforming scope) answers None and
+ * Engine.decide runs, which also raises the same errors for malformed scopes. Engine.decide is the
+ * reference; tests/test_gate.py compares both on crafted and random scopes.
  *
- * Entry is OriginShield.__call__: with a Gate bound to the middleware (its app, counters and
- * refusal), an allowed request is counted, stripped of the secret header and handed to the app
- * without a Python frame of ours; everything else calls the Python method (``_handle``).
+ * Shield is OriginShield's base class and its __call__: with a Gate bound to the middleware (its
+ * app, counters and refusal), an allowed request is counted, stripped of the secret header and
+ * handed to the app without a Python frame of ours; everything else calls the Python method
+ * (``_handle``).
  *
  * Why C: under uvicorn the same work in Python cost ~20,000 instructions per request, a fifth of
  * a trivial app's whole request; issue 3 wants the middleware within 3%.
@@ -271,6 +273,28 @@ typedef struct {
     RouteInfo info;
 } RouteEntry;
 
+/* A decision-cache key as the C side sees it: the same inputs as Engine.decide's tuple, plus a hash
+ * of them for the memo (see memo_find). xff, cva and cvc are NULL when not part of the key;
+ * verified is -1 when not part of it (routes that read no CloudFront header). */
+typedef struct {
+    RouteInfo *info;
+    PyObject *host, *xff, *cva, *cvc; /* borrowed */
+    int verified;
+    uint64_t hash;
+} MemoKey;
+
+/* A memo slot: a MemoKey whose objects it owns, and the cached result it was found with. */
+typedef struct {
+    RouteInfo *info; /* NULL: empty */
+    PyObject *host, *xff, *cva, *cvc;
+    int verified;
+    uint64_t hash;
+    PyObject *result;
+} Memo;
+
+/* Slots in a gate's memo (a power of two). 2,048 slots are 112 KiB, allocated on first use. */
+#define MEMO_SLOTS 2048
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -288,6 +312,8 @@ typedef struct {
      * path runs: it builds the log line). */
     PyObject *app, *cells, *refuse, *logged;
     int report_only;
+    Memo *memo;    /* MEMO_SLOTS slots, or NULL until the first cache hit */
+    uint64_t seed; /* keys the memo's hash (from the process's string hash secret) */
 } Gate;
 
 typedef struct {
@@ -297,7 +323,7 @@ typedef struct {
 } Found;
 
 static PyObject *s_type, *s_http, *s_websocket, *s_method, *s_path, *s_headers, *s_client, *s_get, *s_allowed,
-    *s_counter_key, *s_fast;
+    *s_counter_key, *s_handle;
 
 static int
 route_info(PyObject *t, RouteInfo *info)
@@ -438,6 +464,19 @@ has_slash_dot(PyObject *path, Py_ssize_t len)
     return 0;
 }
 
+/* 0 when a str's PEP 393 data can be read (-1 with an exception set). Before 3.12 a "legacy" str
+ * made by deprecated C APIs may not be ready yet. */
+static int
+str_ready(PyObject *o)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    return PyUnicode_READY(o);
+#else
+    (void)o;
+    return 0;
+#endif
+}
+
 static int
 is_str(PyObject *o, PyObject *interned)
 {
@@ -455,6 +494,133 @@ scope_get(PyObject *scope, PyObject *name)
     return value;
 }
 
+/* The memo: a direct-mapped table in front of the cachetools dict, filled from its hits. A dict
+ * hit costs a key tuple (allocated, hashed with SipHash, compared element by element: ~1,000
+ * instructions, a fifth of the middleware's cost per request under uvicorn); a memo hit is a
+ * multiply-xorshift hash of the same bytes and a memcmp. It is safe because it only ever holds
+ * what the dict held in this gate's lifetime, and a gate lives exactly as long as its engine's
+ * cache (a new snapshot, configuration or GeoIP database builds a new engine, cache and gate). It
+ * is bounded (MEMO_SLOTS, the key lengths bounded as the dict's) and a collision only evicts: a
+ * crafted key can at worst send a request back to the dict, never to another key's answer,
+ * because a hit compares every byte of the key. */
+static uint64_t
+memo_mix(uint64_t h, const void *data, Py_ssize_t n)
+{
+    const unsigned char *p = data;
+    uint64_t w;
+    h ^= (uint64_t)n * 0x9E3779B97F4A7C15ULL; /* the length keeps "ab"+"c" apart from "a"+"bc" */
+    for (; n >= 8; n -= 8, p += 8) {
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
+        h ^= h >> 31;
+    }
+    if (n > 0) {
+        w = 0;
+        memcpy(&w, p, (size_t)n);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
+        h ^= h >> 31;
+    }
+    return h;
+}
+
+static uint64_t
+memo_mix_bytes(uint64_t h, PyObject *b)
+{
+    return b == NULL ? h * 0x94D049BB133111EBULL : memo_mix(h, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
+}
+
+static void
+memo_key(Gate *g, MemoKey *k)
+{
+    uint64_t h = g->seed ^ (uint64_t)(uintptr_t)k->info;
+    h = memo_mix(h, PyUnicode_DATA(k->host), PyUnicode_GET_LENGTH(k->host) * PyUnicode_KIND(k->host));
+    h = memo_mix_bytes(h, k->xff);
+    if (k->verified >= 0) {
+        h = memo_mix_bytes(memo_mix_bytes(h ^ (uint64_t)k->verified, k->cva), k->cvc);
+    }
+    k->hash = h ^ (h >> 29);
+}
+
+static int
+same_bytes(PyObject *a, PyObject *b)
+{
+    return a == b || (a != NULL && b != NULL && PyBytes_GET_SIZE(a) == PyBytes_GET_SIZE(b) &&
+                      memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(a)) == 0);
+}
+
+/* Two equal str objects have the same length and storage kind (PEP 393's canonical form). */
+static int
+same_str(PyObject *a, PyObject *b)
+{
+    return a == b || (PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b) && PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
+                      memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b),
+                             (size_t)(PyUnicode_GET_LENGTH(a) * PyUnicode_KIND(a))) == 0);
+}
+
+/* The result remembered for k (borrowed), or NULL. */
+static PyObject *
+memo_find(Gate *g, const MemoKey *k)
+{
+    Memo *m;
+    if (g->memo == NULL) {
+        return NULL;
+    }
+    m = &g->memo[k->hash & (MEMO_SLOTS - 1)];
+    if (m->info == k->info && m->hash == k->hash && m->verified == k->verified && same_str(m->host, k->host) &&
+        same_bytes(m->xff, k->xff) && same_bytes(m->cva, k->cva) && same_bytes(m->cvc, k->cvc)) {
+        return m->result;
+    }
+    return NULL;
+}
+
+static int
+memo_store(Gate *g, const MemoKey *k, PyObject *result)
+{
+    Memo *m, old;
+    if (g->memo == NULL) {
+        g->memo = PyMem_Calloc(MEMO_SLOTS, sizeof(Memo));
+        if (g->memo == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    m = &g->memo[k->hash & (MEMO_SLOTS - 1)];
+    old = *m;
+    /* The slot is whole again before the old objects go: freeing them may run arbitrary code. */
+    m->info = k->info;
+    m->hash = k->hash;
+    m->verified = k->verified;
+    m->host = Py_NewRef(k->host);
+    m->xff = Py_XNewRef(k->xff);
+    m->cva = Py_XNewRef(k->cva);
+    m->cvc = Py_XNewRef(k->cvc);
+    m->result = Py_NewRef(result);
+    Py_XDECREF(old.host);
+    Py_XDECREF(old.xff);
+    Py_XDECREF(old.cva);
+    Py_XDECREF(old.cvc);
+    Py_XDECREF(old.result);
+    return 0;
+}
+
+static void
+memo_free(Gate *g)
+{
+    Memo *memo = g->memo;
+    g->memo = NULL;
+    if (memo == NULL) {
+        return;
+    }
+    for (Py_ssize_t i = 0; i < MEMO_SLOTS; i++) {
+        Py_XDECREF(memo[i].host);
+        Py_XDECREF(memo[i].xff);
+        Py_XDECREF(memo[i].cva);
+        Py_XDECREF(memo[i].cvc);
+        Py_XDECREF(memo[i].result);
+    }
+    PyMem_Free(memo);
+}
+
 /* The cheap half of Engine.decide: a new reference to the result, Py_None (take the Python path),
  * or NULL with an exception set. Never modifies the scope. */
 static PyObject *
@@ -463,6 +629,7 @@ gate_decide(Gate *g, PyObject *scope, Found *found)
     PyObject *kind = NULL, *method = NULL, *path = NULL, *headers = NULL, *client = NULL, *host;
     PyObject *xff = NULL, *cva = NULL, *cvc = NULL, *secret_value = NULL, *key, *result = NULL, *tmp;
     RouteInfo *info = &g->dflt;
+    MemoKey mk;
     Py_ssize_t n, plen, secret_at = -1, secret_count = 0;
     int verified = 0, r;
 
@@ -485,7 +652,7 @@ gate_decide(Gate *g, PyObject *scope, Found *found)
     }
     path = scope_get(scope, s_path);
     headers = path == NULL ? NULL : scope_get(scope, s_headers);
-    if (path == NULL || !PyUnicode_CheckExact(path) || headers == NULL ||
+    if (path == NULL || !PyUnicode_CheckExact(path) || str_ready(path) < 0 || headers == NULL ||
         !(PyList_CheckExact(headers) || PyTuple_CheckExact(headers))) {
         goto slow;
     }
@@ -580,21 +747,35 @@ gate_decide(Gate *g, PyObject *scope, Found *found)
         goto slow;
     }
     host = PyTuple_GET_ITEM(client, 0);
-    if (!PyUnicode_CheckExact(host) || PyUnicode_GET_LENGTH(host) > g->max_host ||
+    if (!PyUnicode_CheckExact(host) || str_ready(host) < 0 || PyUnicode_GET_LENGTH(host) > g->max_host ||
         (xff != NULL && PyBytes_GET_SIZE(xff) > g->max_xff)) {
         goto slow; /* decide() decides these without the cache */
     }
+    mk.info = info;
+    mk.host = host;
+    mk.xff = info->uses_xff ? xff : NULL;
+    mk.cva = mk.cvc = NULL;
+    mk.verified = -1;
     if (info->uses_cva || info->uses_cvc) {
-        int use_cva = info->uses_cva && verified && cva != NULL;
-        int use_cvc = info->uses_cvc && verified && cvc != NULL;
         if ((cva != NULL && (!PyBytes_CheckExact(cva) || PyBytes_GET_SIZE(cva) > g->max_header)) ||
             (cvc != NULL && (!PyBytes_CheckExact(cvc) || PyBytes_GET_SIZE(cvc) > g->max_header))) {
             goto slow;
         }
-        key = PyTuple_Pack(6, info->index, host, info->uses_xff && xff ? xff : Py_None,
-                           verified ? Py_True : Py_False, use_cva ? cva : Py_None, use_cvc ? cvc : Py_None);
+        mk.verified = verified;
+        mk.cva = info->uses_cva && verified ? cva : NULL;
+        mk.cvc = info->uses_cvc && verified ? cvc : NULL;
+    }
+    memo_key(g, &mk);
+    result = memo_find(g, &mk);
+    if (result != NULL) {
+        Py_INCREF(result);
+        goto answer;
+    }
+    if (mk.verified < 0) {
+        key = PyTuple_Pack(3, info->index, host, mk.xff ? mk.xff : Py_None);
     } else {
-        key = PyTuple_Pack(3, info->index, host, info->uses_xff && xff ? xff : Py_None);
+        key = PyTuple_Pack(6, info->index, host, mk.xff ? mk.xff : Py_None, verified ? Py_True : Py_False,
+                           mk.cva ? mk.cva : Py_None, mk.cvc ? mk.cvc : Py_None);
     }
     if (key == NULL) {
         goto error;
@@ -608,6 +789,10 @@ gate_decide(Gate *g, PyObject *scope, Found *found)
         goto slow;
     }
     Py_INCREF(result);
+    if (memo_store(g, &mk, result) < 0) {
+        Py_DECREF(result);
+        goto error;
+    }
 
 answer:
     if (!PyTuple_CheckExact(result) || PyTuple_GET_SIZE(result) < 1) {
@@ -778,7 +963,7 @@ header_name(PyObject *o, PyObject **out, int optional)
  *   names: (x-forwarded-for, secret header | None, cloudfront-viewer-address, cloudfront-viewer-country)
  *   values: tuple of accepted secret values (bytes) or None; cache: dict or None
  *   bounds: (max X-Forwarded-For, max peer host, max CloudFront header) lengths in a cache key
- *   bind: None, or (app, cells, refuse, logged) for OriginShield.__call__ (Entry) */
+ *   bind: None, or (app, cells, refuse, logged) for OriginShield.__call__ (Shield) */
 static PyObject *
 gate_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -814,6 +999,18 @@ gate_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     g->max_host = max_host;
     g->max_header = max_header;
     g->report_only = report_only;
+    {
+        /* A per-process secret (PYTHONHASHSEED's) and the gate's address: memo slots an outsider
+         * cannot aim at. A collision only costs a dict lookup; this keeps even that off the table. */
+        PyObject *tag = PyUnicode_FromString("originshield.memo");
+        Py_hash_t h = tag == NULL ? -1 : PyObject_Hash(tag);
+        Py_XDECREF(tag);
+        if (h == -1) {
+            Py_DECREF(g);
+            return NULL;
+        }
+        g->seed = (uint64_t)h ^ ((uint64_t)(uintptr_t)g * 0x9E3779B97F4A7C15ULL);
+    }
     if (bind != Py_None) {
         g->app = PyTuple_GET_ITEM(bind, 0);
         g->cells = PyTuple_GET_ITEM(bind, 1);
@@ -874,6 +1071,11 @@ gate_traverse(Gate *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->keep);
     Py_VISIT(self->cache);
+    if (self->memo != NULL) {
+        for (Py_ssize_t i = 0; i < MEMO_SLOTS; i++) {
+            Py_VISIT(self->memo[i].result);
+        }
+    }
     return 0;
 }
 
@@ -882,6 +1084,7 @@ gate_clear(Gate *self)
 {
     self->nroutes = 0; /* every borrowed pointer dies with keep */
     self->app = NULL;
+    memo_free(self);
     Py_CLEAR(self->keep);
     Py_CLEAR(self->cache);
     return 0;
@@ -910,122 +1113,79 @@ static PyTypeObject GateType = {
     .tp_dealloc = (destructor)gate_dealloc,
 };
 
-/* Entry(slow): a method descriptor for OriginShield.__call__. Called as a method (self, scope,
- * receive, send), it asks self._fast (a bound Gate, or None) first and calls slow(self, scope,
- * receive, send) when that does not settle the request. It has a __dict__ so that it can carry
- * the coroutine-function markers servers look for (see middleware.py). */
+/* Shield: the base class of OriginShield, and its __call__ (tp_call). A Python subclass that does
+ * not define __call__ inherits this slot as is, so that a server's app(scope, receive, send) runs
+ * no Python-level dispatch: no type lookup of __call__, no method binding, no attribute lookup of
+ * the gate (it sits in the object, as the attribute _fast). With the bound Gate in _fast, it asks
+ * the gate first and calls self._handle(scope, receive, send) when that does not settle the
+ * request; with anything else in _fast (None until the middleware is ready), always the latter. */
 typedef struct {
     PyObject_HEAD
-    vectorcallfunc vectorcall;
-    PyObject *slow;
-    PyObject *dict;
-} Entry;
+    PyObject *fast;
+} Shield;
 
 static PyObject *
-entry_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+shield_call(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    Entry *e = (Entry *)self;
-    if (PyVectorcall_NARGS(nargsf) == 4 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)) {
-        PyObject *fast = PyObject_GetAttr(args[0], s_fast), *r;
-        if (fast == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                return NULL;
-            }
-            PyErr_Clear();
-        } else if (Py_IS_TYPE(fast, &GateType) && ((Gate *)fast)->app != NULL) {
-            r = gate_admit((Gate *)fast, args[1], args[2], args[3]);
-            Py_DECREF(fast);
-            if (r != Py_None) {
-                return r; /* the awaitable, or NULL with the exception set */
-            }
-            Py_DECREF(r);
-        } else {
-            Py_DECREF(fast);
+    PyObject *fast = ((Shield *)self)->fast, *r, *handle;
+    if (fast != NULL && Py_IS_TYPE(fast, &GateType) && ((Gate *)fast)->app != NULL && PyTuple_GET_SIZE(args) == 3 &&
+        (kwargs == NULL || PyDict_GET_SIZE(kwargs) == 0)) {
+        Py_INCREF(fast); /* a snapshot swap may replace _fast while the gate runs Python code */
+        r = gate_admit((Gate *)fast, PyTuple_GET_ITEM(args, 0), PyTuple_GET_ITEM(args, 1), PyTuple_GET_ITEM(args, 2));
+        Py_DECREF(fast);
+        if (r != Py_None) {
+            return r; /* the awaitable, or NULL with the exception set */
         }
+        Py_DECREF(r);
     }
-    return PyObject_Vectorcall(e->slow, args, nargsf, kwnames);
-}
-
-static PyObject *
-entry_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    PyObject *slow;
-    Entry *e;
-    if ((kwds != NULL && PyDict_GET_SIZE(kwds) != 0) || !PyArg_ParseTuple(args, "O:Entry", &slow)) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError, "Entry(slow) takes one positional argument");
-        }
+    handle = PyObject_GetAttr(self, s_handle);
+    if (handle == NULL) {
         return NULL;
     }
-    if (!PyCallable_Check(slow)) {
-        PyErr_SetString(PyExc_TypeError, "Entry(slow): slow must be callable");
-        return NULL;
-    }
-    e = (Entry *)type->tp_alloc(type, 0);
-    if (e == NULL) {
-        return NULL;
-    }
-    e->vectorcall = entry_vectorcall;
-    e->slow = Py_NewRef(slow);
-    return (PyObject *)e;
-}
-
-/* Bound to an instance like a function: instance.__call__ is a method whose __func__ is the entry. */
-static PyObject *
-entry_get(PyObject *self, PyObject *obj, PyObject *type)
-{
-    if (obj == NULL || obj == Py_None) {
-        return Py_NewRef(self);
-    }
-    return PyMethod_New(self, obj);
+    r = PyObject_Call(handle, args, kwargs);
+    Py_DECREF(handle);
+    return r;
 }
 
 static int
-entry_traverse(Entry *self, visitproc visit, void *arg)
+shield_traverse(Shield *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->slow);
-    Py_VISIT(self->dict);
+    Py_VISIT(self->fast);
     return 0;
 }
 
 static int
-entry_clear(Entry *self)
+shield_clear(Shield *self)
 {
-    Py_CLEAR(self->slow);
-    Py_CLEAR(self->dict);
+    Py_CLEAR(self->fast);
     return 0;
 }
 
 static void
-entry_dealloc(Entry *self)
+shield_dealloc(Shield *self)
 {
     PyObject_GC_UnTrack(self);
-    entry_clear(self);
+    shield_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyGetSetDef entry_getset[] = {
-    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
-    {NULL, NULL, NULL, NULL, NULL},
+static PyMemberDef shield_members[] = {
+    {"_fast", T_OBJECT, offsetof(Shield, fast), 0, "The bound Gate that __call__ asks first (None: none)."},
+    {NULL, 0, 0, 0, NULL},
 };
 
-static PyTypeObject EntryType = {
+static PyTypeObject ShieldType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "originshield._speedups.Entry",
-    .tp_basicsize = sizeof(Entry),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
-    .tp_doc = "Entry(slow): OriginShield.__call__ (the C fast path, then slow(self, scope, receive, send)).",
-    .tp_new = entry_new,
-    .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(Entry, vectorcall),
-    .tp_descr_get = entry_get,
-    .tp_dictoffset = offsetof(Entry, dict),
-    .tp_getattro = PyObject_GenericGetAttr,
-    .tp_setattro = PyObject_GenericSetAttr,
-    .tp_getset = entry_getset,
-    .tp_traverse = (traverseproc)entry_traverse,
-    .tp_clear = (inquiry)entry_clear,
-    .tp_dealloc = (destructor)entry_dealloc,
+    .tp_name = "originshield._speedups.Shield",
+    .tp_basicsize = sizeof(Shield),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Base class of OriginShield: __call__ asks the Gate in _fast first, then self._handle.",
+    .tp_new = PyType_GenericNew,
+    .tp_call = shield_call,
+    .tp_members = shield_members,
+    .tp_traverse = (traverseproc)shield_traverse,
+    .tp_clear = (inquiry)shield_clear,
+    .tp_dealloc = (destructor)shield_dealloc,
 };
 
 static int
@@ -1038,7 +1198,7 @@ intern_all(void)
         {&s_type, "type"},       {&s_http, "http"},        {&s_websocket, "websocket"},
         {&s_method, "method"},   {&s_path, "path"},        {&s_headers, "headers"},
         {&s_client, "client"},   {&s_get, "GET"},          {&s_allowed, "allowed"},
-        {&s_counter_key, "counter_key"}, {&s_fast, "_fast"},
+        {&s_counter_key, "counter_key"}, {&s_handle, "_handle"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].text);
@@ -1085,7 +1245,7 @@ PyInit__speedups(void)
 {
     PyObject *m;
     if (PyType_Ready(&LookupType) < 0 || PyType_Ready(&GateType) < 0 || PyType_Ready(&CounterType) < 0 ||
-        PyType_Ready(&EntryType) < 0 || intern_all() < 0) {
+        PyType_Ready(&ShieldType) < 0 || intern_all() < 0) {
         return NULL;
     }
     m = PyModule_Create(&module);
@@ -1094,7 +1254,7 @@ PyInit__speedups(void)
     }
     if (PyModule_AddObjectRef(m, "Lookup", (PyObject *)&LookupType) < 0 ||
         PyModule_AddObjectRef(m, "Gate", (PyObject *)&GateType) < 0 ||
-        PyModule_AddObjectRef(m, "Entry", (PyObject *)&EntryType) < 0 ||
+        PyModule_AddObjectRef(m, "Shield", (PyObject *)&ShieldType) < 0 ||
         PyModule_AddObjectRef(m, "Counter", (PyObject *)&CounterType) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -5,9 +5,9 @@ Shaped like Starlette's ``TrustedHostMiddleware``: options validated and everyth
 scope-type check; a refused request gets a short fixed response and the app is never called. No
 ``Request`` object, no ``BaseHTTPMiddleware`` (it costs tens of percent), no body reads.
 
-With the C extension, ``__call__`` itself is C (``_speedups.Entry`` over the engine's
-``_speedups.Gate``): a request settled by an early refusal or a decision-cache hit never runs Python
-code of ours; the rest runs :meth:`OriginShield._handle`, the reference implementation.
+With the C extension, ``__call__`` itself is C (the base class ``_speedups.Shield``, which asks the
+engine's ``_speedups.Gate``): a request settled by an early refusal or a decision-cache hit never
+runs Python code of ours; the rest runs :meth:`OriginShield._handle`, the reference implementation.
 
 Usage::
 
@@ -21,14 +21,11 @@ Usage::
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import inspect
 import logging
-import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .aws import AwsIpRanges, Network, load
@@ -41,7 +38,10 @@ from .radix import SPEEDUPS
 from .secret import SecretHeader
 from .snapshot import Snapshot, SnapshotHolder
 
-_Entry: Any = getattr(SPEEDUPS, "Entry", None)  # without the C extension, __call__ is _handle
+if TYPE_CHECKING:
+    _Shield = object
+else:  # without the C extension, __call__ is _handle
+    _Shield = getattr(SPEEDUPS, "Shield", object)
 
 __all__ = ["OriginShield"]
 
@@ -51,7 +51,7 @@ _WS_DENIAL = "websocket.http.response"  # ASGI extension: an HTTP response inste
 _WS_POLICY_VIOLATION = 1008  # RFC 6455 7.4.1
 
 
-class OriginShield:
+class OriginShield(_Shield):
     """Admit only requests that a :class:`~originshield.policy.Policy` allows; refuse the rest early.
 
     Keyword options (all validated here; bad values raise :class:`~originshield.errors.ConfigError`):
@@ -171,6 +171,13 @@ class OriginShield:
         self._swap_lock = threading.Lock()  # serialises writers of _state; requests never take it
         self._lazy_start = False
         self._fast: object = None  # the bound C gate (_speedups.Gate) that __call__ asks first
+        if _Shield is not object:
+            # Servers tell an ASGI 3 app from an ASGI 2 one by asking whether ``app.__call__`` is a
+            # coroutine function (uvicorn's Config.load, hypercorn's is_asgi); the C __call__ is a
+            # slot wrapper, which is not one. This instance attribute answers them (as sentry-sdk's
+            # SentryAsgiMiddleware does) and, called by name, decides the same way in Python;
+            # ``mw(scope, receive, send)``, as servers and Starlette call it, takes the C slot.
+            self.__dict__["__call__"] = self._handle
         # Compile against the snapshot in service now: a configuration error surfaces here.
         self._state: Engine = self._compile(holder.current)
         self.counters.seed(self._state.outcome_keys())
@@ -348,13 +355,13 @@ class OriginShield:
 
         async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
-    elif _Entry is not None:
-        # In C: an allowed request is counted, loses the secret header and goes to the app (its own
-        # awaitable is returned: no coroutine frame of ours per request); a refusal that is not
-        # logged is counted and answered by _refuse; the rest goes to _handle.
-        __call__ = functools.update_wrapper(_Entry(_handle), _handle)
-    else:
+    elif _Shield is object:
         __call__ = _handle
+    # Else the C base class's __call__: an allowed request is counted, loses the secret header and
+    # goes to the app (its own awaitable is returned: no coroutine frame of ours per request); a
+    # refusal that is not logged is counted and answered by _refuse; the rest goes to _handle. A
+    # __call__ defined here, even the same C callable, would put Python's slot dispatch back on
+    # every request (a type lookup, a bound call, an attribute read: ~450 instructions).
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         if scope["type"] == "http":
@@ -383,15 +390,3 @@ class OriginShield:
             f"OriginShield(routes={[r.name for r in state.routes] + [DEFAULT_ROUTE]}, "
             f"generation={state.generation}, report_only={self.report_only})"
         )
-
-
-# Servers tell an ASGI 3 app from an ASGI 2 one by asking whether ``__call__`` is a coroutine
-# function (uvicorn's ``Config.load``, hypercorn's ``is_asgi``). The C entry is a method descriptor
-# that returns an awaitable, so it is marked the way asgiref's ``markcoroutinefunction`` does it:
-# the documented ``inspect.markcoroutinefunction`` from Python 3.12, asyncio's own marker before
-# (what 3.11's ``asyncio.iscoroutinefunction`` checks).
-if _Entry is not None:
-    if sys.version_info >= (3, 12):
-        inspect.markcoroutinefunction(OriginShield.__call__)
-    else:
-        OriginShield.__call__._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]

@@ -4,7 +4,7 @@ The gate replays the cheap half of ``decide`` in C and answers only when that ha
 request (an early refusal or a decision-cache hit). Whenever it answers, the answer must be the very
 tuple ``decide`` returns for the same scope; it must never modify the scope; and it must answer the
 common cases (else the middleware would silently run everything in Python). Then the middleware's
-C ``__call__`` (``_speedups.Entry``): counts, secret stripping, refusals, logging, report-only mode,
+C ``__call__`` (``_speedups.Shield``): counts, secret stripping, refusals, logging, report-only mode,
 lazy refresher start, and the coroutine-function markers servers look for.
 """
 
@@ -157,11 +157,13 @@ def agree(engine: Engine, s: Scope) -> Any:
         assert engine.gate(s) is None
         return None
     got = engine.gate(s)
+    again = engine.gate(s)  # a cache hit is remembered in the gate's memo: the second read is there
     assert s == before and s["headers"] is headers, "the gate must not modify the scope"
     if items is not None:
         assert headers == items
     if got is not None:
         assert got is expected, (got, expected)
+    assert again is got, (again, got)
     return got
 
 
@@ -229,6 +231,29 @@ def test_leaves_the_rest_to_decide(ranges: AwsIpRanges) -> None:
         except (KeyError, TypeError, ValueError):
             reference_ok = False
         assert engine.gate(s) is None, (s["path"], s["headers"], reference_ok)
+
+
+def test_the_memo_never_answers_for_another_key(ranges: AwsIpRanges) -> None:
+    # The memo in front of the cache dict (2,048 direct-mapped slots, filled from dict hits) must
+    # compare whole keys: byte strings of the same length that differ in one byte, another route
+    # with the same peer and chain, more keys than slots (collisions and evictions).
+    engine = t2(ranges, cache_size=8192).engine
+    same_length = {EDGE: "allowed", "198.51.1.11": "edge_not_allowed"}
+    assert len({len(e) for e in same_length}) == 1
+    cases: list[tuple[Scope, str]] = []
+    for i in range(3000):
+        viewer = f"203.0.{i // 250}.{i % 250}"
+        for edge, reason in same_length.items():
+            cases.append((scope(headers=chain(edge=edge, viewer=viewer)), reason))
+        cases.append((scope("/health", headers=chain(edge=EDGE, viewer=viewer)), "peer_not_allowed"))
+    for peer, reason in ((ALB, "allowed"), ("10.9.3.17", "peer_not_allowed")):  # same length
+        cases.append((scope("/health", client=(peer, 1)), reason))
+    for s, reason in cases:
+        got = agree(engine, s)
+        assert got is not None and got[0].reason == reason, (s["path"], s["headers"], s["client"], got)
+    for s, reason in cases:  # again, in another order of slot reuse: memo hits, misses and evictions
+        got = engine.gate(s)
+        assert got is not None and got[0].reason == reason, (s["path"], s["headers"], s["client"], got)
 
 
 def test_no_cache_means_early_answers_only(ranges: AwsIpRanges) -> None:
@@ -349,7 +374,7 @@ def run_request(mw: Any, s: Scope) -> list[dict[str, Any]]:
     return sent
 
 
-def test_entry_counts_strips_and_refuses(ranges: AwsIpRanges) -> None:
+def test_call_counts_strips_and_refuses(ranges: AwsIpRanges) -> None:
     app = Recorder()
     mw = t2(ranges)
     mw.app = app  # the gate follows the app (as the Python path does)
@@ -371,7 +396,7 @@ def test_entry_counts_strips_and_refuses(ranges: AwsIpRanges) -> None:
     assert len(app.scopes) == 5
 
 
-def test_entry_logs_refusals_through_python(ranges: AwsIpRanges, caplog: pytest.LogCaptureFixture) -> None:
+def test_call_logs_refusals_through_python(ranges: AwsIpRanges, caplog: pytest.LogCaptureFixture) -> None:
     mw = t2(ranges)
     run_request(mw, scope(headers=chain(edge=ATTACKER)))  # fills the cache
     with caplog.at_level(logging.INFO, logger="originshield"):
@@ -381,7 +406,7 @@ def test_entry_logs_refusals_through_python(ranges: AwsIpRanges, caplog: pytest.
     assert mw.counters.rejected() == {"edge_not_allowed": 2}
 
 
-def test_entry_report_only_lets_refusals_through(ranges: AwsIpRanges) -> None:
+def test_call_report_only_lets_refusals_through(ranges: AwsIpRanges) -> None:
     app = Recorder()
     mw = t2(ranges, report_only=True)
     mw.app = app
@@ -407,7 +432,7 @@ class StartableHolder(SnapshotHolder):
         return True
 
 
-def test_entry_starts_the_refresher_lazily(ranges: AwsIpRanges) -> None:
+def test_call_starts_the_refresher_lazily(ranges: AwsIpRanges) -> None:
     holder = StartableHolder(ranges)
     mw = OriginShield(ok_app, ranges=holder, secret=secret(), trusted_proxies=[VPC])
     assert mw._fast is None
@@ -420,13 +445,23 @@ def test_entry_starts_the_refresher_lazily(ranges: AwsIpRanges) -> None:
 
 def test_servers_see_an_asgi3_app(ranges: AwsIpRanges) -> None:
     mw = t2(ranges)
-    assert asyncio.iscoroutinefunction(mw.__call__)
-    if hasattr(inspect, "markcoroutinefunction"):
-        assert inspect.iscoroutinefunction(mw.__call__)
+    assert asyncio.iscoroutinefunction(mw.__call__) and inspect.iscoroutinefunction(mw.__call__)
     config = uvicorn.Config(mw, lifespan="off", log_level="warning")
     config.load()
     assert config.interface == "asgi3"
-    assert inspect.signature(OriginShield.__call__).parameters.keys() >= {"scope", "receive", "send"}
+    assert list(inspect.signature(mw.__call__).parameters) == ["scope", "receive", "send"]
+    # The C slot, not Python's dispatch to a __call__ attribute, is what calling the instance runs.
+    assert type(mw).__call__ is SPEEDUPS.Shield.__call__
+
+
+def test_calling_the_attribute_by_name_decides_the_same(ranges: AwsIpRanges) -> None:
+    mw = t2(ranges)
+    app = Recorder()
+    mw.app = app
+    for s, status in ((scope(headers=chain()), 200), (scope(headers=chain(edge=ATTACKER)), 403)):
+        assert run_request(mw.__call__, s)[0]["status"] == status
+    assert mw.counters.allowed() == 1 and mw.counters.rejected() == {"edge_not_allowed": 1}
+    assert all(name != b"x-origin-verify" for s in app.scopes for name, _ in s["headers"])
 
 
 def test_without_the_gate_everything_runs_in_python(ranges: AwsIpRanges, monkeypatch: pytest.MonkeyPatch) -> None:
