@@ -273,6 +273,9 @@ typedef struct {
     RouteInfo info;
 } RouteEntry;
 
+/* The scope keys the gate reads: where each was last found (Gate.hints, see scope_get). */
+enum { K_TYPE, K_METHOD, K_PATH, K_HEADERS, K_CLIENT, K_KEYS };
+
 /* A decision-cache key as the C side sees it: the same inputs as Engine.decide's tuple, plus a hash
  * of them for the memo (see memo_find). xff, cva and cvc are NULL when not part of the key;
  * verified is -1 when not part of it (routes that read no CloudFront header). */
@@ -312,8 +315,10 @@ typedef struct {
      * path runs: it builds the log line). */
     PyObject *app, *cells, *refuse, *logged;
     int report_only;
-    Memo *memo;    /* MEMO_SLOTS slots, or NULL until the first cache hit */
-    uint64_t seed; /* keys the memo's hash (from the process's string hash secret) */
+    Py_ssize_t hints[2][K_KEYS]; /* http, websocket: where scope_get last found each key */
+    Memo *memo;                  /* MEMO_SLOTS slots, or NULL until the first cache hit */
+    uint64_t seed;               /* keys the memo's hash (from the process's string hash secret) */
+    uint64_t hash_mask;          /* all ones; 0 in tests (Gate._collide): every key in one slot */
 } Gate;
 
 typedef struct {
@@ -485,12 +490,38 @@ is_str(PyObject *o, PyObject *interned)
 
 /* scope[name] as a new reference, NULL when absent (or on error: check PyErr_Occurred). A scope
  * whose keys run Python code when compared could change the scope under us: the references keep
- * what we read alive. */
+ * what we read alive.
+ *
+ * A server builds every scope from the same dict literal, so a key sits at the same entry of
+ * every scope and that key is the same interned str as ours (CPython interns identifier-like
+ * literals). The gate remembers the PyDict_Next position where it last found each key (*hint)
+ * and reads that one entry first: if its key is our very object, its value is scope[name] (a dict
+ * holds a key once). That costs ~30 instructions where a hash lookup costs ~115, five times per
+ * request. Anything else is the plain lookup; a key found there is searched for once by
+ * identity, to learn its position, or marked (-1) never to be searched for again in this gate
+ * (a server whose keys are equal strings but not the same objects). */
 static PyObject *
-scope_get(PyObject *scope, PyObject *name)
+scope_get(PyObject *scope, PyObject *name, Py_ssize_t *hint)
 {
-    PyObject *value = PyDict_GetItemWithError(scope, name);
-    Py_XINCREF(value);
+    Py_ssize_t pos = *hint, before;
+    PyObject *key, *value;
+    if (pos >= 0 && PyDict_Next(scope, &pos, &key, &value) && key == name) {
+        return Py_NewRef(value);
+    }
+    value = PyDict_GetItemWithError(scope, name);
+    if (value == NULL) {
+        return NULL;
+    }
+    Py_INCREF(value);
+    if (*hint >= 0) {
+        *hint = -1;
+        for (pos = 0, before = 0; PyDict_Next(scope, &pos, &key, NULL); before = pos) {
+            if (key == name) {
+                *hint = before;
+                break;
+            }
+        }
+    }
     return value;
 }
 
@@ -538,7 +569,7 @@ memo_key(Gate *g, MemoKey *k)
     if (k->verified >= 0) {
         h = memo_mix_bytes(memo_mix_bytes(h ^ (uint64_t)k->verified, k->cva), k->cvc);
     }
-    k->hash = h ^ (h >> 29);
+    k->hash = (h ^ (h >> 29)) & g->hash_mask;
 }
 
 static int
@@ -630,33 +661,35 @@ gate_decide(Gate *g, PyObject *scope, Found *found)
     PyObject *xff = NULL, *cva = NULL, *cvc = NULL, *secret_value = NULL, *key, *result = NULL, *tmp;
     RouteInfo *info = &g->dflt;
     MemoKey mk;
-    Py_ssize_t n, plen, secret_at = -1, secret_count = 0;
+    Py_ssize_t n, plen, secret_at = -1, secret_count = 0, *hints = g->hints[0];
     int verified = 0, r;
 
     if (!PyDict_CheckExact(scope)) {
         Py_RETURN_NONE;
     }
-    kind = scope_get(scope, s_type);
+    kind = scope_get(scope, s_type, &g->hints[0][K_TYPE]);
     if (kind == NULL) {
         goto slow;
     }
     if (is_str(kind, s_http)) {
-        method = scope_get(scope, s_method);
+        hints = g->hints[0];
+        method = scope_get(scope, s_method, &hints[K_METHOD]);
         if (method == NULL || !PyUnicode_CheckExact(method)) {
             goto slow;
         }
     } else if (is_str(kind, s_websocket)) {
+        hints = g->hints[1]; /* websocket scopes have their own layout */
         method = Py_NewRef(s_get); /* a websocket handshake is a GET */
     } else {
         goto slow;
     }
-    path = scope_get(scope, s_path);
-    headers = path == NULL ? NULL : scope_get(scope, s_headers);
+    path = scope_get(scope, s_path, &hints[K_PATH]);
+    headers = path == NULL ? NULL : scope_get(scope, s_headers, &hints[K_HEADERS]);
     if (path == NULL || !PyUnicode_CheckExact(path) || str_ready(path) < 0 || headers == NULL ||
         !(PyList_CheckExact(headers) || PyTuple_CheckExact(headers))) {
         goto slow;
     }
-    client = scope_get(scope, s_client);
+    client = scope_get(scope, s_client, &hints[K_CLIENT]);
     if (client == NULL && PyErr_Occurred()) {
         goto error;
     }
@@ -1010,6 +1043,7 @@ gate_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             return NULL;
         }
         g->seed = (uint64_t)h ^ ((uint64_t)(uintptr_t)g * 0x9E3779B97F4A7C15ULL);
+        g->hash_mask = ~(uint64_t)0;
     }
     if (bind != Py_None) {
         g->app = PyTuple_GET_ITEM(bind, 0);
@@ -1099,12 +1133,27 @@ gate_dealloc(Gate *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyObject *
+gate_collide(PyObject *self, PyObject *unused)
+{
+    memo_free((Gate *)self);
+    ((Gate *)self)->hash_mask = 0;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef gate_methods[] = {
+    {"_collide", gate_collide, METH_NOARGS,
+     "Tests only: every memo key hashes to 0 (one slot), so that a hit rests on the key comparison."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyTypeObject GateType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "originshield._speedups.Gate",
     .tp_basicsize = sizeof(Gate),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "Gate(...)(scope) -> the decision result settled without Python, or None (see engine.py).",
+    .tp_methods = gate_methods,
     .tp_new = gate_new,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Gate, vectorcall),

@@ -18,10 +18,12 @@ where it matters.
 
 The cheap half of :meth:`Engine.decide` (everything up to and including a cache hit) also exists in
 C, as ``_speedups.Gate`` (:attr:`Engine.gate`): the middleware's ``__call__`` asks it first and
-runs ``decide`` only when it answers ``None``. Both read the same cache dict, so a hit returns the very tuple
-``decide`` would. The cache is FIFO rather than LRU because a hit must be a plain read: no order
-to update, nothing a concurrent reader could observe half-done, and the C gate can serve it
-(under a flood of distinct keys FIFO and LRU evict alike; the hot keys are refilled on a miss).
+runs ``decide`` only when it answers ``None``. Both read the same cache dict, so a hit returns the
+tuple ``decide`` would (the gate also remembers hits in a memo of its own, which lives exactly as
+long as this cache: see ``memo_find`` in ``_speedups.c``). The cache is FIFO rather than LRU
+because a hit must be a plain read: no order to update, nothing a concurrent reader could observe
+half-done, and the C gate can serve it (under a flood of distinct keys FIFO and LRU evict alike;
+the hot keys are refilled on a miss).
 """
 
 from __future__ import annotations
