@@ -273,9 +273,6 @@ typedef struct {
     RouteInfo info;
 } RouteEntry;
 
-/* The scope keys the gate reads: where each was last found (Gate.hints, see scope_get). */
-enum { K_TYPE, K_METHOD, K_PATH, K_HEADERS, K_CLIENT, K_KEYS };
-
 /* A decision-cache key as the C side sees it: the same inputs as Engine.decide's tuple, plus a hash
  * of them for the memo (see memo_find). xff, cva and cvc are NULL when not part of the key;
  * verified is -1 when not part of it (routes that read no CloudFront header). */
@@ -315,10 +312,9 @@ typedef struct {
      * path runs: it builds the log line). */
     PyObject *app, *cells, *refuse, *logged;
     int report_only;
-    Py_ssize_t hints[2][K_KEYS]; /* http, websocket: where scope_get last found each key */
-    Memo *memo;                  /* MEMO_SLOTS slots, or NULL until the first cache hit */
-    uint64_t seed;               /* keys the memo's hash (from the process's string hash secret) */
-    uint64_t hash_mask;          /* all ones; 0 in tests (Gate._collide): every key in one slot */
+    Memo *memo;         /* MEMO_SLOTS slots, or NULL until the first cache hit */
+    uint64_t seed;      /* keys the memo's hash (from the process's string hash secret) */
+    uint64_t hash_mask; /* all ones; 0 in tests (Gate._collide): every key in one slot */
 } Gate;
 
 typedef struct {
@@ -490,38 +486,12 @@ is_str(PyObject *o, PyObject *interned)
 
 /* scope[name] as a new reference, NULL when absent (or on error: check PyErr_Occurred). A scope
  * whose keys run Python code when compared could change the scope under us: the references keep
- * what we read alive.
- *
- * A server builds every scope from the same dict literal, so a key sits at the same entry of
- * every scope and that key is the same interned str as ours (CPython interns identifier-like
- * literals). The gate remembers the PyDict_Next position where it last found each key (*hint)
- * and reads that one entry first: if its key is our very object, its value is scope[name] (a dict
- * holds a key once). That costs ~30 instructions where a hash lookup costs ~115, five times per
- * request. Anything else is the plain lookup; a key found there is searched for once by
- * identity, to learn its position, or marked (-1) never to be searched for again in this gate
- * (a server whose keys are equal strings but not the same objects). */
+ * what we read alive. */
 static PyObject *
-scope_get(PyObject *scope, PyObject *name, Py_ssize_t *hint)
+scope_get(PyObject *scope, PyObject *name)
 {
-    Py_ssize_t pos = *hint, before;
-    PyObject *key, *value;
-    if (pos >= 0 && PyDict_Next(scope, &pos, &key, &value) && key == name) {
-        return Py_NewRef(value);
-    }
-    value = PyDict_GetItemWithError(scope, name);
-    if (value == NULL) {
-        return NULL;
-    }
-    Py_INCREF(value);
-    if (*hint >= 0) {
-        *hint = -1;
-        for (pos = 0, before = 0; PyDict_Next(scope, &pos, &key, NULL); before = pos) {
-            if (key == name) {
-                *hint = before;
-                break;
-            }
-        }
-    }
+    PyObject *value = PyDict_GetItemWithError(scope, name);
+    Py_XINCREF(value);
     return value;
 }
 
@@ -661,35 +631,33 @@ gate_decide(Gate *g, PyObject *scope, Found *found)
     PyObject *xff = NULL, *cva = NULL, *cvc = NULL, *secret_value = NULL, *key, *result = NULL, *tmp;
     RouteInfo *info = &g->dflt;
     MemoKey mk;
-    Py_ssize_t n, plen, secret_at = -1, secret_count = 0, *hints = g->hints[0];
+    Py_ssize_t n, plen, secret_at = -1, secret_count = 0;
     int verified = 0, r;
 
     if (!PyDict_CheckExact(scope)) {
         Py_RETURN_NONE;
     }
-    kind = scope_get(scope, s_type, &g->hints[0][K_TYPE]);
+    kind = scope_get(scope, s_type);
     if (kind == NULL) {
         goto slow;
     }
     if (is_str(kind, s_http)) {
-        hints = g->hints[0];
-        method = scope_get(scope, s_method, &hints[K_METHOD]);
+        method = scope_get(scope, s_method);
         if (method == NULL || !PyUnicode_CheckExact(method)) {
             goto slow;
         }
     } else if (is_str(kind, s_websocket)) {
-        hints = g->hints[1]; /* websocket scopes have their own layout */
         method = Py_NewRef(s_get); /* a websocket handshake is a GET */
     } else {
         goto slow;
     }
-    path = scope_get(scope, s_path, &hints[K_PATH]);
-    headers = path == NULL ? NULL : scope_get(scope, s_headers, &hints[K_HEADERS]);
+    path = scope_get(scope, s_path);
+    headers = path == NULL ? NULL : scope_get(scope, s_headers);
     if (path == NULL || !PyUnicode_CheckExact(path) || str_ready(path) < 0 || headers == NULL ||
         !(PyList_CheckExact(headers) || PyTuple_CheckExact(headers))) {
         goto slow;
     }
-    client = scope_get(scope, s_client, &hints[K_CLIENT]);
+    client = scope_get(scope, s_client);
     if (client == NULL && PyErr_Occurred()) {
         goto error;
     }
@@ -887,14 +855,17 @@ strip_secret(Gate *g, PyObject *scope, Found *f)
     return r < 0 ? -1 : 1;
 }
 
-/* The whole request for a bound gate: the app's awaitable (allowed), the refusal's (refused, not
- * logged), Py_None (take the Python path), or NULL with an exception set. */
+/* The whole request for a bound gate: what the app returned (allowed) or the refusal's awaitable
+ * (refused, not logged), with *settled = 1; Py_None with *settled = 0 (take the Python path); or
+ * NULL with an exception set. *settled tells an app that returned None (not an ASGI 3 app, but it
+ * has run: it must not run twice) from a request the gate left to Python. */
 static PyObject *
-gate_admit(Gate *g, PyObject *scope, PyObject *receive, PyObject *send)
+gate_admit(Gate *g, PyObject *scope, PyObject *receive, PyObject *send, int *settled)
 {
     Found f;
     PyObject *result = gate_decide(g, scope, &f), *outcome, *args[3];
     int r;
+    *settled = 0;
     if (result == NULL || result == Py_None) {
         return result;
     }
@@ -914,6 +885,7 @@ gate_admit(Gate *g, PyObject *scope, PyObject *receive, PyObject *send)
         args[0] = scope;
         args[1] = receive;
         args[2] = send;
+        *settled = 1;
         return PyObject_Vectorcall(g->app, args, 3, NULL);
     }
     /* Refused: counted and answered here unless the Python path has to run (report-only mode lets
@@ -953,6 +925,7 @@ gate_admit(Gate *g, PyObject *scope, PyObject *receive, PyObject *send)
         ((Counter *)cell)->value++;
         args[0] = scope;
         args[1] = send;
+        *settled = 1;
         return PyObject_Vectorcall(g->refuse, args, 2, NULL);
     }
 }
@@ -1162,30 +1135,103 @@ static PyTypeObject GateType = {
     .tp_dealloc = (destructor)gate_dealloc,
 };
 
-/* Shield: the base class of OriginShield, and its __call__ (tp_call). A Python subclass that does
- * not define __call__ inherits this slot as is, so that a server's app(scope, receive, send) runs
- * no Python-level dispatch: no type lookup of __call__, no method binding, no attribute lookup of
- * the gate (it sits in the object, as the attribute _fast). With the bound Gate in _fast, it asks
- * the gate first and calls self._handle(scope, receive, send) when that does not settle the
- * request; with anything else in _fast (None until the middleware is ready), always the latter. */
+/* Shield: the base class of OriginShield, and its __call__. A Python subclass that does not define
+ * __call__ inherits this slot as is, so that a server's app(scope, receive, send) runs no
+ * Python-level dispatch: no type lookup of __call__, no method binding, no attribute lookup of the
+ * gate (it sits in the object, as the attribute _fast). With the bound Gate in _fast, it asks the
+ * gate first and calls self._handle(scope, receive, send) when that does not settle the request;
+ * with anything else in _fast (None until the middleware is ready), always the latter. Called
+ * through vectorcall (see enable_vectorcall) or tp_call (an argument tuple). */
 typedef struct {
     PyObject_HEAD
     PyObject *fast;
+    vectorcallfunc vectorcall;
 } Shield;
+
+static PyObject *shield_call(PyObject *self, PyObject *args, PyObject *kwargs);
+
+/* A call with exactly (scope, receive, send): 1 when the gate settled it (*out: what to return, or
+ * NULL with an exception set), 0 when it goes to self._handle. */
+static int
+shield_fast(PyObject *self, PyObject *const *args, PyObject **out)
+{
+    PyObject *fast = ((Shield *)self)->fast;
+    int settled;
+    if (fast == NULL || !Py_IS_TYPE(fast, &GateType) || ((Gate *)fast)->app == NULL) {
+        return 0;
+    }
+    Py_INCREF(fast); /* a snapshot swap may replace _fast while the gate runs Python code */
+    *out = gate_admit((Gate *)fast, args[0], args[1], args[2], &settled);
+    Py_DECREF(fast);
+    if (*out == NULL || settled) {
+        return 1;
+    }
+    Py_DECREF(*out);
+    return 0;
+}
+
+/* type(self).__call__ was reassigned in Python. 3.12 then clears the vectorcall flag; 3.11 keeps it
+ * (enable_vectorcall set it), so the new __call__ is honoured here, through tp_call. */
+static PyObject *
+call_reassigned(PyObject *self, PyObject *const *args, Py_ssize_t n, PyObject *kwnames)
+{
+    ternaryfunc call = Py_TYPE(self)->tp_call;
+    PyObject *tuple, *kwargs = NULL, *r = NULL;
+    if (call == NULL) {
+        return PyErr_Format(PyExc_TypeError, "'%.200s' object is not callable", Py_TYPE(self)->tp_name);
+    }
+    tuple = PyTuple_New(n);
+    if (tuple == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    }
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
+        kwargs = PyDict_New();
+        for (Py_ssize_t i = 0; kwargs != NULL && i < PyTuple_GET_SIZE(kwnames); i++) {
+            if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), args[n + i]) < 0) {
+                Py_CLEAR(kwargs);
+            }
+        }
+        if (kwargs == NULL) {
+            goto done;
+        }
+    }
+    r = call(self, tuple, kwargs);
+done:
+    Py_DECREF(tuple);
+    Py_XDECREF(kwargs);
+    return r;
+}
+
+static PyObject *
+shield_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    PyObject *r, *handle;
+    if (Py_TYPE(self)->tp_call != shield_call) {
+        return call_reassigned(self, args, n, kwnames);
+    }
+    if (n == 3 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0) && shield_fast(self, args, &r)) {
+        return r;
+    }
+    handle = PyObject_GetAttr(self, s_handle);
+    if (handle == NULL) {
+        return NULL;
+    }
+    r = PyObject_Vectorcall(handle, args, nargsf, kwnames);
+    Py_DECREF(handle);
+    return r;
+}
 
 static PyObject *
 shield_call(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    PyObject *fast = ((Shield *)self)->fast, *r, *handle;
-    if (fast != NULL && Py_IS_TYPE(fast, &GateType) && ((Gate *)fast)->app != NULL && PyTuple_GET_SIZE(args) == 3 &&
-        (kwargs == NULL || PyDict_GET_SIZE(kwargs) == 0)) {
-        Py_INCREF(fast); /* a snapshot swap may replace _fast while the gate runs Python code */
-        r = gate_admit((Gate *)fast, PyTuple_GET_ITEM(args, 0), PyTuple_GET_ITEM(args, 1), PyTuple_GET_ITEM(args, 2));
-        Py_DECREF(fast);
-        if (r != Py_None) {
-            return r; /* the awaitable, or NULL with the exception set */
-        }
-        Py_DECREF(r);
+    PyObject *r, *handle;
+    if (PyTuple_GET_SIZE(args) == 3 && (kwargs == NULL || PyDict_GET_SIZE(kwargs) == 0) &&
+        shield_fast(self, &PyTuple_GET_ITEM(args, 0), &r)) {
+        return r;
     }
     handle = PyObject_GetAttr(self, s_handle);
     if (handle == NULL) {
@@ -1194,6 +1240,16 @@ shield_call(PyObject *self, PyObject *args, PyObject *kwargs)
     r = PyObject_Call(handle, args, kwargs);
     Py_DECREF(handle);
     return r;
+}
+
+static PyObject *
+shield_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *self = type->tp_alloc(type, 0);
+    if (self != NULL) {
+        ((Shield *)self)->vectorcall = shield_vectorcall;
+    }
+    return self;
 }
 
 static int
@@ -1227,10 +1283,11 @@ static PyTypeObject ShieldType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "originshield._speedups.Shield",
     .tp_basicsize = sizeof(Shield),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "Base class of OriginShield: __call__ asks the Gate in _fast first, then self._handle.",
-    .tp_new = PyType_GenericNew,
+    .tp_new = shield_new,
     .tp_call = shield_call,
+    .tp_vectorcall_offset = offsetof(Shield, vectorcall),
     .tp_members = shield_members,
     .tp_traverse = (traverseproc)shield_traverse,
     .tp_clear = (inquiry)shield_clear,
@@ -1281,7 +1338,27 @@ set_error(PyObject *module, PyObject *type)
     Py_RETURN_NONE;
 }
 
+/* enable_vectorcall(cls): let a Python subclass of Shield that inherits its __call__ be called
+ * through vectorcall, as Python 3.12 does by itself ("This flag can now be inherited by mutable
+ * classes", tp_flags documentation); 3.11 calls it through tp_call, which packs the arguments in a
+ * tuple per request. True when the subclass qualifies. */
+static PyObject *
+enable_vectorcall(PyObject *module, PyObject *cls)
+{
+    PyTypeObject *tp = (PyTypeObject *)cls;
+    if (!PyType_Check(cls) || !PyType_IsSubtype(tp, &ShieldType)) {
+        PyErr_SetString(PyExc_TypeError, "enable_vectorcall expects a subclass of Shield");
+        return NULL;
+    }
+    if (tp->tp_call != shield_call || tp->tp_vectorcall_offset != offsetof(Shield, vectorcall)) {
+        Py_RETURN_FALSE;
+    }
+    tp->tp_flags |= Py_TPFLAGS_HAVE_VECTORCALL;
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
+    {"enable_vectorcall", enable_vectorcall, METH_O, "Call a Shield subclass through vectorcall (3.11)."},
     {"pack", pack, METH_O, "Parse and normalise an address to 4 or 16 bytes."},
     {"set_error", set_error, METH_O, "Set the exception class raised for invalid addresses."},
     {NULL, NULL, 0, NULL},

@@ -390,3 +390,8 @@ class OriginShield(_Shield):
             f"OriginShield(routes={[r.name for r in state.routes] + [DEFAULT_ROUTE]}, "
             f"generation={state.generation}, report_only={self.report_only})"
         )
+
+
+if _Shield is not object:
+    # Called through vectorcall, as 3.12 does by itself: no argument tuple per request on 3.11.
+    SPEEDUPS.enable_vectorcall(OriginShield)

@@ -270,9 +270,8 @@ def check_memo(engine: Engine, collide: bool) -> None:
 
 
 def test_any_scope_layout(ranges: AwsIpRanges) -> None:
-    # The gate reads each scope key at the dict position where it last found it (servers build
-    # every scope alike) and must fall back to a plain lookup whenever the layout differs: other
-    # orders, extra or missing keys, deleted entries, equal keys that are not the same str object.
+    # Whatever the order of the scope's keys, extra or missing keys, deleted entries, equal keys
+    # that are not the same (interned) str object: the gate reads the same values as decide().
     engine = t2(ranges).engine
 
     def fresh(key: str) -> str:
@@ -492,8 +491,46 @@ def test_servers_see_an_asgi3_app(ranges: AwsIpRanges) -> None:
     config.load()
     assert config.interface == "asgi3"
     assert list(inspect.signature(mw.__call__).parameters) == ["scope", "receive", "send"]
-    # The C slot, not Python's dispatch to a __call__ attribute, is what calling the instance runs.
+    # The C slot, not Python's dispatch to a __call__ attribute, is what calling the instance runs,
+    # through vectorcall (no argument tuple per request).
     assert type(mw).__call__ is SPEEDUPS.Shield.__call__
+    assert OriginShield.__flags__ & _HAVE_VECTORCALL
+
+
+def test_an_app_that_returns_none_runs_once(ranges: AwsIpRanges) -> None:
+    # Not an ASGI 3 app (a plain function), but a C path that took its None for "not settled"
+    # would run it a second time through the Python path: twice the side effects, twice counted.
+    calls: list[str] = []
+
+    def plain(scope: Scope, receive: Any, send: Any) -> None:
+        calls.append(scope["path"])
+
+    mw: Any = t2(ranges)
+    mw.app = plain
+    reference(mw.engine, scope(headers=chain()))  # fill the cache: the C path settles the calls below
+    for _ in range(3):
+        assert mw(scope(headers=chain()), None, None) is None
+    assert calls == ["/api/items"] * 3 and mw.counters.allowed() == 3
+
+
+_HAVE_VECTORCALL = 1 << 11  # Py_TPFLAGS_HAVE_VECTORCALL (Include/object.h)
+
+
+def test_a_reassigned_call_is_honoured(ranges: AwsIpRanges, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python 3.11 keeps the vectorcall flag that enable_vectorcall set when a class's __call__ is
+    # reassigned (3.12 clears it): the C entry must then defer to the new __call__.
+    seen: list[Any] = []
+
+    async def replaced(self: OriginShield, scope: Scope, receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        await send({"type": "http.response.start", "status": 299, "headers": []})
+
+    mw = t2(ranges)
+    monkeypatch.setattr(OriginShield, "__call__", replaced)
+    assert run_request(mw, scope(headers=chain()))[0]["status"] == 299
+    assert seen == ["/api/items"] and mw.counters.allowed() == 0
+    monkeypatch.undo()
+    assert run_request(mw, scope(headers=chain()))[0]["status"] == 200
 
 
 def test_calling_the_attribute_by_name_decides_the_same(ranges: AwsIpRanges) -> None:
