@@ -266,8 +266,9 @@ typedef struct {
 } RouteInfo;
 
 typedef struct {
-    PyObject *prefix; /* str */
+    PyObject *prefix; /* str, not empty */
     Py_ssize_t plen;
+    Py_UCS4 last; /* prefix[-1] */
     int is_dir;
     PyObject *methods; /* frozenset, or NULL for any method */
     RouteInfo info;
@@ -419,8 +420,8 @@ static int
 route_matches(RouteEntry *e, PyObject *path, Py_ssize_t len, PyObject *method)
 {
     int kind = PyUnicode_KIND(path);
-    if (len < e->plen) {
-        return 0;
+    if (len < e->plen || PyUnicode_READ(kind, PyUnicode_DATA(path), e->plen - 1) != e->last) {
+        return 0; /* the last code unit first: most paths miss most prefixes there, without a memcmp */
     }
     if (kind == PyUnicode_KIND(e->prefix)) { /* same storage width: code units compare exactly */
         if (memcmp(PyUnicode_DATA(path), PyUnicode_DATA(e->prefix), (size_t)(e->plen * kind)) != 0) {
@@ -1063,6 +1064,14 @@ gate_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         }
         e->prefix = PyTuple_GET_ITEM(t, 0);
         e->plen = PyUnicode_GET_LENGTH(e->prefix);
+        if (e->plen == 0 || str_ready(e->prefix) < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "route prefixes must not be empty");
+            }
+            Py_DECREF(g);
+            return NULL;
+        }
+        e->last = PyUnicode_READ_CHAR(e->prefix, e->plen - 1);
         e->is_dir = PyObject_IsTrue(PyTuple_GET_ITEM(t, 1));
         e->methods = PyTuple_GET_ITEM(t, 2) == Py_None ? NULL : PyTuple_GET_ITEM(t, 2);
         if (e->is_dir < 0 || route_info(PyTuple_GET_ITEM(t, 3), &e->info) < 0) {
