@@ -293,8 +293,11 @@ typedef struct {
     PyObject *result;
 } Memo;
 
-/* Slots in a gate's memo (a power of two). 2,048 slots are 112 KiB, allocated on first use. */
+/* Slots in a gate's memo: sets of MEMO_WAYS (a power of two each). 2,048 slots are 112 KiB,
+ * allocated on first use. Two ways: a client cycling through a few hundred keys would otherwise
+ * find a fifth of them sharing a slot with another, each evicting the other on every round. */
 #define MEMO_SLOTS 2048
+#define MEMO_WAYS 2
 
 typedef struct {
     PyObject_HEAD
@@ -315,7 +318,7 @@ typedef struct {
     int report_only;
     Memo *memo;         /* MEMO_SLOTS slots, or NULL until the first cache hit */
     uint64_t seed;      /* keys the memo's hash (from the process's string hash secret) */
-    uint64_t hash_mask; /* all ones; 0 in tests (Gate._collide): every key in one slot */
+    uint64_t hash_mask; /* all ones; 0 in tests (Gate._collide): every key in one set */
 } Gate;
 
 typedef struct {
@@ -496,7 +499,7 @@ scope_get(PyObject *scope, PyObject *name)
     return value;
 }
 
-/* The memo: a direct-mapped table in front of the cachetools dict, filled from its hits. A dict
+/* The memo: a two-way set-associative table in front of the cachetools dict, filled from its hits. A dict
  * hit costs a key tuple (allocated, hashed with SipHash, compared element by element: ~1,000
  * instructions, a fifth of the middleware's cost per request under uvicorn); a memo hit is a
  * multiply-xorshift hash of the same bytes and a memcmp. It is safe because it only ever holds
@@ -567,10 +570,12 @@ memo_find(Gate *g, const MemoKey *k)
     if (g->memo == NULL) {
         return NULL;
     }
-    m = &g->memo[k->hash & (MEMO_SLOTS - 1)];
-    if (m->info == k->info && m->hash == k->hash && m->verified == k->verified && same_str(m->host, k->host) &&
-        same_bytes(m->xff, k->xff) && same_bytes(m->cva, k->cva) && same_bytes(m->cvc, k->cvc)) {
-        return m->result;
+    m = &g->memo[(k->hash & (MEMO_SLOTS / MEMO_WAYS - 1)) * MEMO_WAYS];
+    for (int way = 0; way < MEMO_WAYS; way++, m++) {
+        if (m->info == k->info && m->hash == k->hash && m->verified == k->verified && same_str(m->host, k->host) &&
+            same_bytes(m->xff, k->xff) && same_bytes(m->cva, k->cva) && same_bytes(m->cvc, k->cvc)) {
+            return m->result;
+        }
     }
     return NULL;
 }
@@ -586,8 +591,10 @@ memo_store(Gate *g, const MemoKey *k, PyObject *result)
             return -1;
         }
     }
-    m = &g->memo[k->hash & (MEMO_SLOTS - 1)];
-    old = *m;
+    /* The newest key goes first in its set; the others move down one way and the last one leaves. */
+    m = &g->memo[(k->hash & (MEMO_SLOTS / MEMO_WAYS - 1)) * MEMO_WAYS];
+    old = m[MEMO_WAYS - 1];
+    memmove(m + 1, m, (MEMO_WAYS - 1) * sizeof(Memo));
     /* The slot is whole again before the old objects go: freeing them may run arbitrary code. */
     m->info = k->info;
     m->hash = k->hash;
@@ -1125,7 +1132,7 @@ gate_collide(PyObject *self, PyObject *unused)
 
 static PyMethodDef gate_methods[] = {
     {"_collide", gate_collide, METH_NOARGS,
-     "Tests only: every memo key hashes to 0 (one slot), so that a hit rests on the key comparison."},
+     "Tests only: every memo key hashes to 0 (one set), so that a hit rests on the key comparison."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -235,13 +235,13 @@ def test_leaves_the_rest_to_decide(ranges: AwsIpRanges) -> None:
 
 
 def test_the_memo_never_answers_for_another_key(ranges: AwsIpRanges) -> None:
-    # The memo in front of the cache dict (2,048 direct-mapped slots, filled from dict hits) must
+    # The memo in front of the cache dict (2,048 slots, two-way, filled from dict hits) must
     # compare whole keys: byte strings of the same length that differ in one byte, another route
     # with the same peer and chain, more keys than slots (collisions and evictions).
     engine = t2(ranges, cache_size=8192).engine
     check_memo(engine, collide=False)
     colliding = t2(ranges, cache_size=8192).engine
-    colliding.gate._collide()  # every key in one slot with one hash: only the comparison tells them apart
+    colliding.gate._collide()  # every key in one set with one hash: only the comparison tells them apart
     check_memo(colliding, collide=True)
 
 
