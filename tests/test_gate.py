@@ -15,6 +15,8 @@ import asyncio
 import inspect
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -554,6 +556,41 @@ def test_without_the_gate_everything_runs_in_python(ranges: AwsIpRanges, monkeyp
     assert run_request(mw, scope(headers=chain(edge=ATTACKER)))[0]["status"] == 403
     assert mw.counters.allowed() == 3 and mw.counters.rejected() == {"edge_not_allowed": 1}
     assert all(name != b"x-origin-verify" for s in app.scopes for name, _ in s["headers"])
+
+
+_PURE_PYTHON = """
+import asyncio, sys
+sys.modules["originshield._speedups"] = None  # as if built without a C compiler
+import uvicorn
+from originshield import OriginShield, Policy, load
+from originshield.radix import SPEEDUPS
+
+async def app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+mw = OriginShield(app, ranges=load(), default=Policy.health_check(["10.0.0.0/8"]))
+assert SPEEDUPS is None and OriginShield.__mro__[1] is object and OriginShield.__call__ is OriginShield._handle
+config = uvicorn.Config(mw, lifespan="off", log_level="warning")
+config.load()
+statuses = []
+for peer in ("10.1.2.3", "192.0.2.1"):
+    sent = []
+    async def send(message, sent=sent):
+        sent.append(message)
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": (peer, 1)}
+    asyncio.run(mw(scope, None, send))
+    statuses.append(sent[0]["status"])
+print(config.interface, statuses)
+"""
+
+
+def test_without_the_extension_the_class_is_pure_python() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _PURE_PYTHON], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["asgi3", "[200,", "403]"]
 
 
 def test_a_scope_that_changes_under_the_gate_is_safe(ranges: AwsIpRanges) -> None:
