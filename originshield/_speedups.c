@@ -499,10 +499,10 @@ scope_get(PyObject *scope, PyObject *name)
     return value;
 }
 
-/* The memo: a two-way set-associative table in front of the cachetools dict, filled from its hits. A dict
- * hit costs a key tuple (allocated, hashed with SipHash, compared element by element: ~1,000
- * instructions, a fifth of the middleware's cost per request under uvicorn); a memo hit is a
- * multiply-xorshift hash of the same bytes and a memcmp. It is safe because it only ever holds
+/* The memo: a two-way set-associative table in front of the cachetools dict, filled from its
+ * hits. A dict hit costs a key tuple (allocated, hashed with SipHash, compared element by element:
+ * ~1,000 instructions, a fifth of the middleware's cost per request under uvicorn); a memo hit is
+ * a multiply-xorshift hash of the same bytes and a memcmp. It is safe because it only ever holds
  * what the dict held in this gate's lifetime, and a gate lives exactly as long as its engine's
  * cache (a new snapshot, configuration or GeoIP database builds a new engine, cache and gate). It
  * is bounded (MEMO_SLOTS, the key lengths bounded as the dict's) and a collision only evicts: a

@@ -499,6 +499,28 @@ def test_servers_see_an_asgi3_app(ranges: AwsIpRanges) -> None:
     assert OriginShield.__flags__ & _HAVE_VECTORCALL
 
 
+def test_a_subclass_may_wrap_call(ranges: AwsIpRanges) -> None:
+    # A subclass's own __call__ that delegates to super().__call__ reaches the C slot (no recursion
+    # through the reassignment check), and one that does not override it inherits the C slot.
+    seen: list[str] = []
+
+    class Wrapping(OriginShield):
+        async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+            seen.append(scope["path"])
+            await super().__call__(scope, receive, send)
+
+    class Plain(OriginShield):
+        pass
+
+    for cls in (Wrapping, Plain):
+        mw = cls(ok_app, ranges=ranges, secret=secret(), trusted_proxies=["127.0.0.1/32"])
+        for edge, status in ((EDGE, 200), (EDGE, 200), (ATTACKER, 403)):
+            assert run_request(mw, scope(headers=chain(edge=edge)))[0]["status"] == status
+        assert mw.counters.allowed() == 2 and mw.counters.rejected() == {"edge_not_allowed": 1}
+    assert seen == ["/api/items"] * 3
+    assert Plain.__call__ is SPEEDUPS.Shield.__call__
+
+
 def test_an_app_that_returns_none_runs_once(ranges: AwsIpRanges) -> None:
     # Not an ASGI 3 app (a plain function), but a C path that took its None for "not settled"
     # would run it a second time through the Python path: twice the side effects, twice counted.
