@@ -15,10 +15,10 @@ Every count covers everything the server process executes for those requests: th
 httptools, uvicorn, the middleware and the app. Two runs of the very same server still differ by
 up to 1% per request (how many requests one pass of the event loop serves varies from run to
 run), so the bare and originshield servers run ``ROUNDS`` times each, alternated, and the goals
-compare medians. The ratio ``bare / variant`` is the throughput a
-CPU-bound server would reach (it ignores cache misses and frequency changes, which a wall clock
-sees; the e2e section reports those). The figure needs valgrind (Debian package ``valgrind``); the
-section says so when it is missing, and ``--quick`` skips it (it takes minutes).
+compare medians. The ratio ``bare / variant`` is the throughput a CPU-bound server would reach
+(it ignores cache misses and frequency changes, which a wall clock sees; the e2e section reports
+those). The figure needs valgrind (Debian package ``valgrind``); the section says so when it is
+missing, and ``--quick`` skips it (it takes about ten minutes).
 """
 
 from __future__ import annotations
