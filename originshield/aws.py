@@ -175,20 +175,24 @@ class Selector:
         found = ranges._selections.get(self)
         if found is not None:
             return found
-        svc, reg, nbg, ver = self.services, self.regions, self.network_border_groups, self.ip_versions
         records = ranges.records
         positions = ranges._positions
         wanted = positions.candidates(self) if positions is not None else None
         pool: Iterable[Record] = records if wanted is None else [records[i] for i in wanted]
-        chosen = tuple(
+        chosen = tuple(self.select(pool))
+        return ranges._selections.setdefault(self, Selection(chosen, ranges.sync_token, self.name))
+
+    def select(self, records: Iterable[Record]) -> Iterator[Record]:
+        """The records among ``records`` that this selector selects, in their order."""
+        svc, reg, nbg, ver = self.services, self.regions, self.network_border_groups, self.ip_versions
+        return (
             r
-            for r in pool
+            for r in records
             if (svc is None or r.service in svc)
             and (reg is None or r.region in reg)
             and (nbg is None or r.network_border_group in nbg)
             and (ver is None or r.prefix.version in ver)
         )
-        return ranges._selections.setdefault(self, Selection(chosen, ranges.sync_token, self.name))
 
 
 class _Positions:

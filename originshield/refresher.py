@@ -1036,18 +1036,6 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
 
 
-def _selected(sel: Selector, records: Iterable[Record]) -> Iterable[Record]:
-    svc, reg, nbg, ver = sel.services, sel.regions, sel.network_border_groups, sel.ip_versions
-    return (
-        r
-        for r in records
-        if (svc is None or r.service in svc)
-        and (reg is None or r.region in reg)
-        and (nbg is None or r.network_border_group in nbg)
-        and (ver is None or r.prefix.version in ver)
-    )
-
-
 def _selector_wire(sel: Selector) -> list[list[Any] | None]:
     return [None if values is None else sorted(values) for values in _selector_fields(sel)]
 
@@ -1123,7 +1111,7 @@ def _removed_share(
     """Share of ``sel``'s address space served before (the previous document plus what stays held)
     that ``after`` (plus what stays held) no longer covers, ``removed`` being what it dropped.
     Confirmed removals are not in ``held``: they are not "lost" a second time."""
-    gone = [r.prefix for r in _selected(sel, removed)]
+    gone = [r.prefix for r in sel.select(removed)]
     if not gone:
         return 0.0
     held = tuple(held)
@@ -1132,11 +1120,11 @@ def _removed_share(
         lost_prefixes = [p for p in gone if p.version == version]
         if not lost_prefixes:
             continue
-        baseline = _intervals(_selected(sel, (*before, *held)), version, pause)
+        baseline = _intervals(sel.select((*before, *held)), version, pause)
         total = _size(baseline)
         if not total:
             continue
-        kept = _intervals(_selected(sel, (*after, *held)), version, pause)
+        kept = _intervals(sel.select((*after, *held)), version, pause)
         lost = _intervals(((p, None) for p in lost_prefixes), version, None)
         share = max(share, (_size(lost) - _overlap(lost, kept)) / total)
     return share
