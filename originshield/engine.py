@@ -346,6 +346,9 @@ class Engine:
         self.gate: Any = self._build_gate()
 
     def _build_gate(self) -> Any:
+        bind = self._bind
+        if bind is not None:  # every outcome has its counter cell, with or without the C gate
+            bind.counters.seed(self.outcome_keys())
         if _Gate is None:
             return None
 
@@ -365,9 +368,6 @@ class Engine:
             )
 
         secret = self.secret
-        bind = self._bind
-        if bind is not None:
-            bind.counters.seed(self.outcome_keys())
         cells = bind.counters.cells if bind is not None else None
         return _Gate(
             tuple((p, d, None if m is None else frozenset(m), info(cr)) for p, d, m, cr in self._table),

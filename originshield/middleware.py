@@ -179,8 +179,7 @@ class OriginShield(_Shield):
             # ``mw(scope, receive, send)``, as servers and Starlette call it, takes the C slot.
             self.__dict__["__call__"] = self._handle
         # Compile against the snapshot in service now: a configuration error surfaces here.
-        self._state: Engine = self._compile(holder.current)
-        self.counters.seed(self._state.outcome_keys())
+        self._state: Engine = self._compile(holder.current)  # also seeds the counters (bound engine)
         self.counters.add_gauge("ranges_generation", "Generation of the ranges snapshot in use.", self._gen)
         self.counters.add_gauge("ranges_sync_token", "syncToken of the ranges in use.", self._sync)
         self.counters.add_gauge("decision_cache_entries", "Entries in the decision cache.", self._cache_entries)
