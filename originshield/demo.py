@@ -170,7 +170,7 @@ class _Collect(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+        self.lines.append(f"{record.name} {record.getMessage()}")
 
 
 def run_demo(*, check: bool, host: str = "127.0.0.1", port: int = 0, out: TextIO = sys.stdout) -> int:

@@ -32,6 +32,7 @@ from .aws import AwsIpRanges, Network, load
 from .client_ip import TrustedProxies
 from .engine import DEFAULT_ROUTE, Engine, GateBinding, PolicyReport
 from .errors import ConfigError
+from .inservice import log_startup
 from .metrics import Counters
 from .policy import CountryResolver, Decision, Policy, Route
 from .radix import SPEEDUPS
@@ -314,6 +315,7 @@ class OriginShield(_Shield):
             kind = message.get("type")
             if kind == "lifespan.startup":
                 self._start_holder()  # start() only spawns a thread
+                log_startup(self)
             elif kind == "lifespan.shutdown":
                 import anyio.to_thread  # noqa: PLC0415 - only at shutdown; stop() joins a thread
 
@@ -338,7 +340,7 @@ class OriginShield(_Shield):
             self.counters.add(outcome.counter_key)
             if not outcome.allowed and logger.isEnabledFor(self._log_level):
                 decision = state.decision(result, method, scope["path"], scope.get("client"), secret)
-                logger.log(self._log_level, "originshield %s", decision.log_line())
+                logger.log(self._log_level, "%s", decision.log_line())
             if outcome.passes:  # allowed, or report-only
                 if strip is not None:
                     scope["headers"] = state.strip_secret(scope["headers"], strip)

@@ -142,7 +142,7 @@ def test_topology3_us_east_1_and_us_only(
     assert reason(app, WEST_US) == ("peer_not_allowed", None, None)
     assert app.counters.rejected() == {"country_not_allowed": 1, "country_unknown": 1, "peer_not_allowed": 1}
     assert app.counters.allowed() == 3
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("originshield action=")]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("action=")]
     assert any("reason=country_not_allowed" in x and f"peer={EAST_DE}" in x and "country=DE" in x for x in lines)
     assert any("reason=country_unknown" in x and f"peer={EAST_NOWHERE}" in x for x in lines)
 
