@@ -10,8 +10,10 @@ Each command lives in one ``_cmd_*`` function registered in :func:`build_parser`
 from __future__ import annotations
 
 import argparse
+import difflib
 import ipaddress
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -116,11 +118,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
             except ConfigError as exc:
                 problems.append(str(exc))
     except (ConfigError, RangesError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if args.json:  # tools get a document for an invalid file too
+            print(json.dumps({"file": args.file, "valid": False, "problems": [str(exc)], "warnings": []}, indent=2))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
         return EXIT_NEGATIVE
     meta = describe_ranges(ranges)
     report: dict[str, Any] = {"file": config.path, "valid": not problems, "problems": problems}
-    report["warnings"] = list(config.warnings)
+    report["warnings"] = [*config.warnings, *_shared_proxy_warnings(config, ranges)]
     report["overrides"] = list(config.overrides)
     report["ranges"] = {**meta, "configured_source": config.ranges.source, "refresh": config.ranges.refresh}
     if not problems:
@@ -146,9 +151,26 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         _print_check(report)
-    if problems or (args.strict and config.warnings):
+    if problems or (args.strict and report["warnings"]):
         return EXIT_NEGATIVE
     return EXIT_OK
+
+
+def _shared_proxy_warnings(config: Config, ranges: AwsIpRanges) -> list[str]:
+    """A trusted proxy network that overlaps AWS's published ranges trusts forwarding headers
+    written by whoever holds those addresses: any AWS customer (an EC2 instance, a Lambda, another
+    CloudFront distribution) could then name any edge in X-Forwarded-For."""
+    out = []
+    for net in config.trusted_proxies:
+        hits = [r for r in ranges.records if r.prefix.version == net.version and r.prefix.overlaps(net)]
+        if hits:
+            sample = ", ".join(f"{r.prefix} {r.region} {r.service}" for r in hits[:3])
+            out.append(
+                f"{config.path}: trusted_proxies: {net} overlaps AWS shared ranges ({sample}"
+                f"{f' and {len(hits) - 3} more' if len(hits) > 3 else ''}): every AWS customer with an address "
+                "there is trusted to write X-Forwarded-For; list only your own load balancers' subnets"
+            )
+    return out
 
 
 def _policy_summary(report: PolicyReport) -> dict[str, Any]:
@@ -248,6 +270,31 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK if decision.allowed else EXIT_NEGATIVE
 
 
+def _peer_address(text: str) -> str:
+    """``--peer``: an address as uvicorn's access log shows it (``10.0.3.17:5555``, ``[2001:db8::1]:443``)
+    or bare; the port is dropped (the middleware never looks at it)."""
+    value = text.strip()
+    if not value:
+        raise argparse.ArgumentTypeError("empty: give the socket peer's address (uvicorn's access log shows it)")
+    host = value
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            raise argparse.ArgumentTypeError(f"{text!r} is not an address ('[v6]' or '[v6]:port')")
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+        if not port.isdigit():
+            raise argparse.ArgumentTypeError(f"{text!r} is not an address ('a.b.c.d' or 'a.b.c.d:port')")
+    try:
+        if "%" in host:  # a zone id: never on the wire, and the middleware refuses it
+            raise ValueError(host)
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 or IPv6 address") from None
+    # ::ffff:a.b.c.d is a.b.c.d, as the middleware reads it (and as trusted_proxies match it).
+    return str(ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip)
+
+
 def _contains(net: ipaddress.IPv4Network | ipaddress.IPv6Network, ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip) in net
@@ -304,6 +351,15 @@ def _print_decision(
 
 def _cmd_diff(args: argparse.Namespace) -> int:
     old, new = load(args.old), load(args.new)
+    for flag, given, field in (("--service", args.service, "service"), ("--region", args.region, "region")):
+        known = {getattr(r, field) for doc in (old, new) for r in doc.records}
+        for name in given or ():
+            if name not in known:
+                hint = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(name, known, n=1)
+                raise ConfigError(
+                    f"{flag} {name}: in neither document"
+                    + (f" (did you mean {hint[0]}?)" if hint else f"; known: {', '.join(sorted(known))}")
+                )
     selector = Selector.of(services=args.service or None, regions=args.region or None)
     before, after = selector.apply(old), selector.apply(new)
     a, b = before.prefixes(), after.prefixes()
@@ -414,17 +470,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import run  # noqa: PLC0415 - imports uvicorn
+    from .serve import ServeOptions, run  # noqa: PLC0415 - imports uvicorn
 
-    run(
-        args.app,
-        args.config,
+    options = ServeOptions(
         host=args.host,
         port=args.port,
+        uds=args.uds,
         workers=args.workers,
         app_dir=args.app_dir,
+        root_path=args.root_path,
         log_level=args.log_level,
+        log_format=args.log_format,
+        log_config=args.log_config,
+        access_log=args.access_log,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        ws=args.ws,
     )
+    run(args.app, args.config, options)
     return EXIT_OK
 
 
@@ -579,7 +642,13 @@ def _add_operator_commands(sub: Any) -> None:
         "is sent and the ranges are not fetched. Exit 0 allowed, 1 refused, 2 bad input.",
     )
     p.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration file")
-    p.add_argument("--peer", required=True, metavar="IP", help="the socket peer address (the TCP connection's source)")
+    p.add_argument(
+        "--peer",
+        required=True,
+        type=_peer_address,
+        metavar="IP",
+        help="the socket peer address (the TCP connection's source): 10.0.3.17, 10.0.3.17:5555 or [2001:db8::1]:443",
+    )
     p.add_argument("--path", default="/", help="request path (default /)")
     p.add_argument("--method", default="GET", help="request method (default GET)")
     p.add_argument(
@@ -631,7 +700,9 @@ def _add_operator_commands(sub: Any) -> None:
         help="run an ASGI app under uvicorn behind the configured middleware",
         description="Run APP (module:attribute, as for uvicorn) wrapped by the middleware built from the "
         "configuration, with uvicorn's proxy-header rewriting off (the middleware must see the real socket peer) "
-        "and the ranges refresher tied to the lifespan. Runs until stopped; exit 2 on a bad configuration.",
+        "and the ranges refresher tied to the lifespan, logging each refusal with time, level and logger. Proxy "
+        "headers cannot be turned on. Runs until stopped; exit 2 on a bad configuration, an app that cannot be "
+        "found or a worker that cannot start.",
     )
     p.add_argument("app", help="the ASGI app, e.g. myapp.main:app")
     p.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration file")
@@ -639,7 +710,27 @@ def _add_operator_commands(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8000, help="bind port (default 8000)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--app-dir", default=".", help="directory to import APP from (default: the current one)")
+    p.add_argument("--uds", metavar="PATH", help="bind a unix socket instead (requests then have no client address)")
+    p.add_argument("--root-path", default="", help="ASGI root_path, when mounted below a path prefix by a proxy")
+    p.add_argument("--ssl-certfile", metavar="FILE", help="TLS certificate chain (PEM); with --ssl-keyfile")
+    p.add_argument("--ssl-keyfile", metavar="FILE", help="TLS private key (PEM); with --ssl-certfile")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="the packaged logging config: text lines (default) or one JSON object per line",
+    )
+    p.add_argument("--log-config", metavar="FILE", help="your own logging config (.json, .yaml or .ini, as uvicorn)")
+    p.add_argument(
+        "--no-access-log", dest="access_log", action="store_false", help="no uvicorn access lines (refusals still)"
+    )
+    p.add_argument(
+        "--ws",
+        default="auto",
+        choices=("auto", "websockets", "websockets-sansio", "wsproto", "none"),
+        help="uvicorn's websocket implementation ('websockets' logs no error per refused handshake)",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(
@@ -721,10 +812,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit status when the reader of stdout went away (``... | head -1``): 128 + SIGPIPE, as a
+#: command killed by the signal reports it in a shell, so ``set -o pipefail`` still sees it.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+    except BrokenPipeError:
+        # Python's advice (signal docs, "Note on SIGPIPE"): point stdout at devnull so the flush at
+        # exit does not raise again, and say nothing: the reader chose to stop reading.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except (OriginShieldError, OSError) as exc:
         print(f"originshield {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

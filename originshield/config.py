@@ -265,7 +265,12 @@ class Config:
                 self.geoip.database, registered_country_fallback=self.geoip.registered_country_fallback
             )
         except ConfigError as exc:
-            raise ConfigError(f"{self.path}: geoip.database: {exc}") from None
+            raise ConfigError(f"{self.path}: geoip.database{self.env_note('geoip.database')}: {exc}") from None
+
+    def env_note(self, key: str) -> str:
+        """`` (from VARIABLE)`` when ``key`` was overridden by the environment, else empty."""
+        variables = [o.split(" -> ")[0] for o in self.overrides if o.endswith(f" -> {key}")]
+        return f" (from {variables[0]})" if variables else ""
 
     def load_ranges(self) -> AwsIpRanges:
         """The ranges a server would start with, without any network access: the source file, or
@@ -274,7 +279,7 @@ class Config:
             return _embedded()
         path = self.ranges.local_file
         if path is not None:
-            return _load_file(path, self.path)
+            return _load_file(path, self.path + self.env_note("ranges.source"))
         return self.refresher(initial=None, watchers=()).current.ranges
 
     def make_holder(self, watchers: Sequence[Any] = ()) -> SnapshotHolder:
@@ -290,7 +295,7 @@ class Config:
 
             return Refresher(initial=_embedded(), selectors=self.selectors(), watchers=watchers, refresh=False)
         path = self.ranges.local_file
-        initial = _load_file(path, self.path) if path is not None else None
+        initial = _load_file(path, self.path + self.env_note("ranges.source")) if path is not None else None
         return self.refresher(initial=initial, watchers=watchers)
 
     def refresher(self, *, initial: AwsIpRanges | None = None, watchers: Iterable[Any] = ()) -> Refresher:
@@ -456,9 +461,13 @@ class _Loader:
         self.base = base
         self.environ = environ
         self.overrides: list[str] = []
+        self.from_env: dict[str, tuple[str, str]] = {}  # variable -> (key, value) of applied overrides
 
-    def error(self, key: str, reason: str) -> ConfigError:
-        return ConfigError(f"{self.name}: {key}: {reason}" if key else f"{self.name}: {reason}")
+    def error(self, key: str, reason: str, related: str = "") -> ConfigError:
+        text = f"{self.name}: {key}: {reason}" if key else f"{self.name}: {reason}"
+        # A value from the environment is not in the file the operator is looking at: say where it is.
+        came = [f"{k} = {v!r} comes from {var}" for var, (k, v) in self.from_env.items() if k in text or k == related]
+        return ConfigError(text + (f" ({'; '.join(came)})" if came else ""))
 
     # -- generic checks ------------------------------------------------------------------------------
 
@@ -517,6 +526,7 @@ class _Loader:
         if value is None or not value.strip():
             return None
         self.overrides.append(f"{variable} -> {ENVIRONMENT[variable]}")
+        self.from_env[variable] = (ENVIRONMENT[variable], value.strip())
         return value.strip()
 
     # -- sections --------------------------------------------------------------------------------------
@@ -628,7 +638,11 @@ class _Loader:
         refresh = self.boolean(table.get("refresh", True), "ranges.refresh")
         if source == _EMBEDDED and (cache_dir is not None or "refresh" in table):
             key = "ranges.cache_dir" if cache_dir is not None else "ranges.refresh"
-            raise self.error(key, "has no effect with source = 'embedded' (a fixed snapshot, never refreshed)")
+            raise self.error(
+                key,
+                "has no effect with source = 'embedded' (a fixed snapshot, never refreshed)",
+                related="ranges.source",
+            )
         stale_action = self.string(table.get("stale_action", "serve"), "ranges.stale_action")
         if stale_action not in ("serve", "reject"):
             raise self.error("ranges.stale_action", f"must be 'serve' or 'reject', got {stale_action!r}")

@@ -44,7 +44,7 @@ class TextFormatter(logging.Formatter):
     def __init__(self, fmt: str = "%(asctime)s %(levelname)s %(name)s %(message)s") -> None:
         super().__init__(fmt)
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return _utc_time(record)
 
 

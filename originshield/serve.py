@@ -6,32 +6,63 @@ uvicorn is started with the settings the trust model needs:
   ``scope["client"]`` from X-Forwarded-For for every peer in ``--forwarded-allow-ips`` (default
   127.0.0.1, and ``*`` in many copy-pasted deployments), and the middleware would judge an address
   the client wrote instead of the socket peer. The middleware reads X-Forwarded-For itself, only
-  from the ``trusted_proxies`` of the configuration.
+  from the ``trusted_proxies`` of the configuration. No option of ``serve`` turns it back on.
 - ``lifespan="on"``: the refresher thread starts on lifespan startup and stops on shutdown.
 - one middleware (and one refresher) per worker process: each worker imports :func:`create_app`
   (a uvicorn app factory); the refreshers share the cache directory and its lock, so one of them
   downloads and the others pick the file up.
+- a worker that cannot build the app exits with uvicorn's startup-failure status, so the
+  supervisor of ``--workers N`` stops instead of respawning a crashing worker forever.
+- logging from :mod:`originshield.logconfig` (or ``--log-config``): uvicorn's lines and ours, each
+  with time, level and logger.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
+import tempfile
+from dataclasses import dataclass
 from typing import Final
 
 from ._types import ASGIApp
 from .config import load_config
+from .errors import ConfigError
+from .logconfig import LogFormat, config_path
 
-__all__ = ["create_app", "run"]
+__all__ = ["ServeOptions", "create_app", "run"]
 
 _ENV_APP: Final = "ORIGINSHIELD_SERVE_APP"
 _ENV_CONFIG: Final = "ORIGINSHIELD_SERVE_CONFIG"
 _ENV_APP_DIR: Final = "ORIGINSHIELD_SERVE_APP_DIR"
+_ENV_FAILED: Final = "ORIGINSHIELD_SERVE_FAILED"  # a file where a worker that cannot start says why
 
-#: The log line format of ``serve``: uvicorn's access log plus one line per refusal from the
-#: ``originshield`` logger (``originshield action=rejected reason=... route=... peer=...``).
-LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
+#: uvicorn's exit status for a worker that failed before serving (``uvicorn.config.STARTUP_FAILURE``,
+#: uvicorn 0.30+): its supervisor then stops the parent instead of starting another worker.
+STARTUP_FAILURE: Final = 3
+
+logger = logging.getLogger("originshield.serve")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """What ``serve`` passes to uvicorn besides the app (proxy headers are never among them)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    uds: str | None = None
+    workers: int = 1
+    app_dir: str = "."
+    root_path: str = ""
+    log_level: str = "info"
+    log_format: LogFormat = "text"
+    log_config: str | None = None
+    access_log: bool = True
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ws: str = "auto"
 
 
 def create_app() -> ASGIApp:
@@ -41,50 +72,93 @@ def create_app() -> ASGIApp:
     app_dir = os.environ.get(_ENV_APP_DIR, ".")
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
-    app = import_from_string(os.environ[_ENV_APP])
-    config = load_config(os.environ[_ENV_CONFIG])
-    _configure_logging()
-    return config.build(app)
+    try:
+        app = import_from_string(os.environ[_ENV_APP])
+        return load_config(os.environ[_ENV_CONFIG]).build(app)
+    except Exception as exc:
+        # The same failure would repeat in every new worker: say so once and stop the supervisor.
+        logger.critical("cannot start a worker: %s", exc, exc_info=not isinstance(exc, ConfigError))
+        if failed := os.environ.get(_ENV_FAILED):
+            with open(failed, "w", encoding="utf-8") as f:
+                f.write(f"{type(exc).__name__}: {exc}")
+        sys.exit(STARTUP_FAILURE)
 
 
-def run(
-    app: str,
-    config_path: str,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
-    app_dir: str = ".",
-    log_level: str = "info",
-) -> None:
+def check_app(app: str, app_dir: str) -> None:
+    """Fail in the parent when the app's module cannot be found (without running it: uvicorn
+    imports it only in the workers)."""
+    module, sep, attr = app.partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError(f"app: expected module:attribute (e.g. myapp.main:app), got {app!r}")
+    sys.path.insert(0, os.path.abspath(app_dir))
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"app: cannot import {module!r}: {exc}") from None
+    finally:
+        sys.path.pop(0)
+    if found is None:
+        raise ConfigError(f"app: no module named {module!r} (from {os.path.abspath(app_dir)})")
+
+
+def run(app: str, config_path_: str, options: ServeOptions = ServeOptions()) -> None:
     """Validate the configuration once (fail before binding), then run uvicorn until stopped."""
     import uvicorn  # noqa: PLC0415
 
-    config = load_config(config_path)
+    config = load_config(config_path_)
     # Fail fast in the parent: a missing secret or database would otherwise kill every worker.
     config.load_secret()
-    os.environ[_ENV_APP] = app
-    os.environ[_ENV_CONFIG] = os.path.abspath(config_path)
-    os.environ[_ENV_APP_DIR] = os.path.abspath(app_dir)
-    uvicorn.run(
-        "originshield.serve:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        proxy_headers=False,
-        forwarded_allow_ips=None,
-        lifespan="on",
-        log_level=log_level,
-        server_header=False,
-    )
+    config.open_geoip()
+    check_app(app, options.app_dir)
+    if (options.ssl_certfile is None) != (options.ssl_keyfile is None):
+        raise ConfigError("--ssl-certfile and --ssl-keyfile: give both (the certificate chain and its key)")
+    for path in (options.ssl_certfile, options.ssl_keyfile, options.log_config):
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"{path}: not a readable file")
+    log_config = options.log_config or config_path(options.log_format)
+    if options.uds is not None:
+        # A unix socket has no client address: every route whose policy checks one refuses
+        # (no_client_address). Useful behind a local proxy only with CIDR-free policies.
+        print(
+            f"originshield serve: warning: --uds {options.uds}: requests have no client address; "
+            "every route whose policy checks addresses refuses them (no_client_address)",
+            file=sys.stderr,
+        )
+    fd, failed = tempfile.mkstemp(prefix="originshield-serve-")
+    os.close(fd)
+    os.environ.update({_ENV_APP: app, _ENV_CONFIG: os.path.abspath(config_path_), _ENV_FAILED: failed})
+    os.environ[_ENV_APP_DIR] = os.path.abspath(options.app_dir)
+    try:
+        uvicorn.run(
+            "originshield.serve:create_app",
+            factory=True,
+            host=options.host,
+            port=options.port,
+            uds=options.uds,
+            workers=options.workers,
+            root_path=options.root_path,
+            proxy_headers=False,
+            forwarded_allow_ips=None,
+            lifespan="on",
+            log_config=log_config,
+            log_level=options.log_level,
+            access_log=options.access_log,
+            ssl_certfile=options.ssl_certfile,
+            ssl_keyfile=options.ssl_keyfile,
+            ws=options.ws,
+            server_header=False,
+        )
+    except SystemExit:  # one worker: create_app's exit comes through here
+        if not _failure(failed):
+            raise
+    finally:
+        # uvicorn's supervisor returns normally after stopping for a worker that failed to start.
+        reason = _failure(failed)
+        os.unlink(failed)
+    if reason:
+        raise ConfigError(f"a worker could not start, stopped: {reason}")
 
 
-def _configure_logging() -> None:
-    log = logging.getLogger("originshield")
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+def _failure(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()

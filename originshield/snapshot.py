@@ -96,7 +96,7 @@ class SnapshotHolder:
             "ranges snapshot swapped: generation=%d syncToken=%d createDate=%s source=%s records=%d stale_reject=%s",
             snap.generation,
             snap.sync_token,
-            snap.create_date.isoformat(),
+            f"{snap.create_date:%Y-%m-%dT%H:%M:%SZ}",
             source,
             len(ranges.records),
             stale_reject,
