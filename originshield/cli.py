@@ -486,6 +486,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
         ws=args.ws,
+        metrics_path=args.metrics_path,
+        metrics_dir=args.metrics_dir,
     )
     run(args.app, args.config, options)
     return EXIT_OK
@@ -731,6 +733,14 @@ def _add_operator_commands(sub: Any) -> None:
         choices=("auto", "websockets", "websockets-sansio", "wsproto", "none"),
         help="uvicorn's websocket implementation ('websockets' logs no error per refused handshake)",
     )
+    p.add_argument(
+        "--metrics-path",
+        metavar="PATH",
+        help="serve Prometheus metrics summed over the workers at PATH (a [[routes]] entry must cover it)",
+    )
+    p.add_argument(
+        "--metrics-dir", metavar="DIR", help="where workers share their figures (default: metrics/ in cache_dir)"
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(
@@ -786,7 +796,9 @@ def _add_config_variants(sub: Any) -> None:
             "--config",
             metavar="FILE",
             help="take the source, cache directory, max age and timeout from the [ranges] table of this "
-            "configuration file (and, for fetch, check that every policy's selection is still non-empty)",
+            "configuration file (and, for fetch, check that every policy's selection is still non-empty); "
+            "not with --url or --cache, which the file replaces (ORIGINSHIELD_RANGES_SOURCE and "
+            "ORIGINSHIELD_CACHE_DIR override it)",
         )
         p.set_defaults(func=func)
 

@@ -12,12 +12,12 @@ The counters are updated from the event loop thread; readers get copies (:attr:`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from .radix import SPEEDUPS
 
-__all__ = ["ACTIONS", "CounterKey", "Counters"]
+__all__ = ["ACTIONS", "CounterKey", "Counters", "Sample", "render_family"]
 
 #: What happened to a request.
 ACTIONS: Final = ("allowed", "rejected", "reported")
@@ -117,6 +117,22 @@ class Counters:
             lines.append(f"# TYPE {prefix}_{gname} gauge")
             lines.append(f"{prefix}_{gname} {_number(read())}")
         return "\n".join(lines) + "\n"
+
+
+#: One sample of a metric family: its labels and its value.
+Sample = tuple[Mapping[str, str], float]
+
+
+def render_family(
+    name: str, kind: str, help_text: str, samples: Iterable[Sample], prefix: str = "originshield"
+) -> list[str]:
+    """The exposition lines of one family (``kind``: ``counter`` or ``gauge``), in the format of
+    :meth:`Counters.prometheus_text`, for the series that carry labels (e.g. per policy)."""
+    lines = [f"# HELP {prefix}_{name} {help_text}", f"# TYPE {prefix}_{name} {kind}"]
+    for labels, value in samples:
+        text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+        lines.append(f"{prefix}_{name}{{{text}}} {_number(value)}" if text else f"{prefix}_{name} {_number(value)}")
+    return lines
 
 
 def _number(value: float) -> str:

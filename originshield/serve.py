@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from ._types import ASGIApp
-from .config import load_config
+from .config import Config, load_config
 from .errors import ConfigError
+from .hostmetrics import HostMetrics, MetricsRoute
 from .logconfig import LogFormat, config_path
 
 __all__ = ["ServeOptions", "create_app", "run"]
@@ -37,6 +38,8 @@ __all__ = ["ServeOptions", "create_app", "run"]
 _ENV_APP: Final = "ORIGINSHIELD_SERVE_APP"
 _ENV_CONFIG: Final = "ORIGINSHIELD_SERVE_CONFIG"
 _ENV_APP_DIR: Final = "ORIGINSHIELD_SERVE_APP_DIR"
+_ENV_METRICS_PATH: Final = "ORIGINSHIELD_SERVE_METRICS_PATH"
+_ENV_METRICS_DIR: Final = "ORIGINSHIELD_SERVE_METRICS_DIR"
 _ENV_FAILED: Final = "ORIGINSHIELD_SERVE_FAILED"  # a file where a worker that cannot start says why
 
 #: uvicorn's exit status for a worker that failed before serving (``uvicorn.config.STARTUP_FAILURE``,
@@ -63,6 +66,10 @@ class ServeOptions:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ws: str = "auto"
+    #: Serve the host's metrics at this path (behind the policy of the route that covers it).
+    metrics_path: str | None = None
+    #: Where the workers share their figures (default: ``metrics/`` in ``[ranges] cache_dir``).
+    metrics_dir: str | None = None
 
 
 def create_app() -> ASGIApp:
@@ -74,7 +81,14 @@ def create_app() -> ASGIApp:
         sys.path.insert(0, app_dir)
     try:
         app = import_from_string(os.environ[_ENV_APP])
-        return load_config(os.environ[_ENV_CONFIG]).build(app)
+        metrics = None
+        if path := os.environ.get(_ENV_METRICS_PATH):
+            metrics = HostMetrics(directory=os.environ.get(_ENV_METRICS_DIR) or None)
+            app = MetricsRoute(app, path, metrics)  # inside the middleware: the path's route decides
+        shield = load_config(os.environ[_ENV_CONFIG]).build(app)
+        if metrics is not None:
+            metrics.attach(shield)
+        return shield
     except Exception as exc:
         # The same failure would repeat in every new worker: say so once and stop the supervisor.
         logger.critical("cannot start a worker: %s", exc, exc_info=not isinstance(exc, ConfigError))
@@ -116,6 +130,7 @@ def run(app: str, config_path_: str, options: ServeOptions = ServeOptions()) -> 
         if path is not None and not os.access(path, os.R_OK):
             raise ConfigError(f"{path}: not a readable file")
     log_config = options.log_config or config_path(options.log_format)
+    metrics_dir = _metrics_dir(config, options)
     if options.uds is not None:
         # A unix socket has no client address: every route whose policy checks one refuses
         # (no_client_address). Useful behind a local proxy only with CIDR-free policies.
@@ -128,6 +143,8 @@ def run(app: str, config_path_: str, options: ServeOptions = ServeOptions()) -> 
     os.close(fd)
     os.environ.update({_ENV_APP: app, _ENV_CONFIG: os.path.abspath(config_path_), _ENV_FAILED: failed})
     os.environ[_ENV_APP_DIR] = os.path.abspath(options.app_dir)
+    os.environ[_ENV_METRICS_PATH] = options.metrics_path or ""
+    os.environ[_ENV_METRICS_DIR] = metrics_dir or ""
     try:
         uvicorn.run(
             "originshield.serve:create_app",
@@ -157,6 +174,31 @@ def run(app: str, config_path_: str, options: ServeOptions = ServeOptions()) -> 
         os.unlink(failed)
     if reason:
         raise ConfigError(f"a worker could not start, stopped: {reason}")
+
+
+def _metrics_dir(config: Config, options: ServeOptions) -> str | None:
+    path = options.metrics_path
+    if path is None:
+        return None
+    if not path.startswith("/"):
+        raise ConfigError(f"--metrics-path {path!r}: must start with /")
+    # The default policy is the public one (CloudFront + secret): every viewer of the distribution
+    # could read the counters. The path must have a route, hence a policy, of its own.
+    if not any(path == r.prefix.rstrip("/") or path.startswith(r.prefix.rstrip("/") + "/") for r in config.routes):
+        raise ConfigError(
+            f"--metrics-path {path}: no [[routes]] entry covers it, so the public default policy would; add a "
+            'route for it with a policy of its own (e.g. your monitoring network, source = "peer")'
+        )
+    directory = options.metrics_dir or (
+        os.path.join(config.ranges.cache_dir, "metrics") if config.ranges.cache_dir else None
+    )
+    if directory is None and options.workers > 1:
+        print(
+            f"originshield serve: warning: --metrics-path {path} with --workers {options.workers} and no --metrics-dir "
+            "nor [ranges] cache_dir: each scrape shows the worker that answers it, not the host",
+            file=sys.stderr,
+        )
+    return directory
 
 
 def _failure(path: str) -> str:
