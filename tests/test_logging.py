@@ -116,7 +116,6 @@ def test_json_formatter_keeps_hostile_text_on_one_line() -> None:
 def test_startup_line_names_ranges_policies_and_routes() -> None:
     shield = OriginShield(
         _app,
-        ranges=load(),
         default=Policy.cloudfront("public"),
         routes=[Route("/health", Policy.health_check(["10.0.0.0/16"], name="alb"), methods=frozenset({"GET"}))],
         secret=SecretHeader.of("x-origin-verify", [SECRET]),
