@@ -131,6 +131,16 @@ def run(app: str, config_path_: str, options: ServeOptions = ServeOptions()) -> 
             raise ConfigError(f"{path}: not a readable file")
     log_config = options.log_config or config_path(options.log_format)
     metrics_dir = _metrics_dir(config, options)
+    if root := options.root_path.rstrip("/"):
+        # uvicorn puts root_path in front of every scope["path"] (the ASGI spec's full path), and the
+        # routes match that full path: a route written without it would never match.
+        missed = [r.prefix for r in config.routes if not (r.prefix + "/").startswith(root + "/")]
+        if missed:
+            print(
+                f"originshield serve: warning: --root-path {root}: request paths start with it, so the routes "
+                f"{', '.join(missed)} never match (their requests get the default policy); write them as {root}/...",
+                file=sys.stderr,
+            )
     if options.uds is not None:
         # A unix socket has no client address: every route whose policy checks one refuses
         # (no_client_address). Useful behind a local proxy only with CIDR-free policies.
