@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from originshield.aws import load
 from originshield.cli import main
 
 from .configs import alb_config
@@ -135,3 +138,21 @@ def test_explain_refuses_a_peer_that_is_not_an_address(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--peer" in err and err.count("\n") == 1
+
+
+def test_dates_in_one_format(config: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    from originshield.snapshot import SnapshotHolder
+
+    old, new = sorted(HISTORY.iterdir())[0], sorted(HISTORY.iterdir())[-1]
+    main(["lookup", "54.239.134.17"])
+    main(["lookup", "54.239.134.17", "--json"])
+    main(["check-config", config])
+    main(["check-config", config, "--json"])
+    main(["explain", "--config", config, "--peer", "10.0.4.4", "--json"])
+    main(["diff", str(old), str(new), "--json", "--service", "CLOUDFRONT_ORIGIN_FACING"])
+    with caplog.at_level(logging.INFO, logger="originshield"):
+        SnapshotHolder(load(str(old))).publish(load(str(new)), "file")
+    text = capsys.readouterr().out + caplog.text
+    dates = re.findall(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*", text)
+    assert len(dates) >= 8
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\W*", d) for d in dates), dates
