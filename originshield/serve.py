@@ -31,7 +31,8 @@ from ._types import ASGIApp
 from .config import Config, load_config
 from .errors import ConfigError
 from .hostmetrics import HostMetrics, MetricsRoute
-from .logconfig import LogFormat, config_path
+from .logconfig import LogFormat
+from .logconfig import config_path as log_config_path
 
 __all__ = ["ServeOptions", "create_app", "run"]
 
@@ -115,12 +116,12 @@ def check_app(app: str, app_dir: str) -> None:
         raise ConfigError(f"app: no module named {module!r} (from {os.path.abspath(app_dir)})")
 
 
-def run(app: str, config_path_: str, options: ServeOptions = ServeOptions()) -> None:
+def run(app: str, config_path: str, options: ServeOptions = ServeOptions()) -> None:
     """Validate the configuration once (fail before binding), then run uvicorn until stopped."""
     import uvicorn  # noqa: PLC0415
 
-    config = load_config(config_path_)
-    # Fail fast in the parent: a missing secret or database would otherwise kill every worker.
+    config = load_config(config_path)
+    # Fail fast in the parent: a missing secret, database or module would otherwise kill every worker.
     config.load_secret()
     config.open_geoip()
     check_app(app, options.app_dir)
@@ -129,32 +130,21 @@ def run(app: str, config_path_: str, options: ServeOptions = ServeOptions()) -> 
     for path in (options.ssl_certfile, options.ssl_keyfile, options.log_config):
         if path is not None and not os.access(path, os.R_OK):
             raise ConfigError(f"{path}: not a readable file")
-    log_config = options.log_config or config_path(options.log_format)
     metrics_dir = _metrics_dir(config, options)
-    if root := options.root_path.rstrip("/"):
-        # uvicorn puts root_path in front of every scope["path"] (the ASGI spec's full path), and the
-        # routes match that full path: a route written without it would never match.
-        missed = [r.prefix for r in config.routes if not (r.prefix + "/").startswith(root + "/")]
-        if missed:
-            print(
-                f"originshield serve: warning: --root-path {root}: request paths start with it, so the routes "
-                f"{', '.join(missed)} never match (their requests get the default policy); write them as {root}/...",
-                file=sys.stderr,
-            )
-    if options.uds is not None:
-        # A unix socket has no client address: every route whose policy checks one refuses
-        # (no_client_address). Useful behind a local proxy only with CIDR-free policies.
-        print(
-            f"originshield serve: warning: --uds {options.uds}: requests have no client address; "
-            "every route whose policy checks addresses refuses them (no_client_address)",
-            file=sys.stderr,
-        )
+    for warning in _warnings(config, options, metrics_dir):
+        print(f"originshield serve: warning: {warning}", file=sys.stderr)
     fd, failed = tempfile.mkstemp(prefix="originshield-serve-")
     os.close(fd)
-    os.environ.update({_ENV_APP: app, _ENV_CONFIG: os.path.abspath(config_path_), _ENV_FAILED: failed})
-    os.environ[_ENV_APP_DIR] = os.path.abspath(options.app_dir)
-    os.environ[_ENV_METRICS_PATH] = options.metrics_path or ""
-    os.environ[_ENV_METRICS_DIR] = metrics_dir or ""
+    os.environ.update(
+        {
+            _ENV_APP: app,
+            _ENV_CONFIG: os.path.abspath(config_path),
+            _ENV_APP_DIR: os.path.abspath(options.app_dir),
+            _ENV_METRICS_PATH: options.metrics_path or "",
+            _ENV_METRICS_DIR: metrics_dir or "",
+            _ENV_FAILED: failed,
+        }
+    )
     try:
         uvicorn.run(
             "originshield.serve:create_app",
@@ -167,7 +157,7 @@ def run(app: str, config_path_: str, options: ServeOptions = ServeOptions()) -> 
             proxy_headers=False,
             forwarded_allow_ips=None,
             lifespan="on",
-            log_config=log_config,
+            log_config=options.log_config or log_config_path(options.log_format),
             log_level=options.log_level,
             access_log=options.access_log,
             ssl_certfile=options.ssl_certfile,
@@ -186,6 +176,31 @@ def run(app: str, config_path_: str, options: ServeOptions = ServeOptions()) -> 
         raise ConfigError(f"a worker could not start, stopped: {reason}")
 
 
+def _warnings(config: Config, options: ServeOptions, metrics_dir: str | None) -> list[str]:
+    out = []
+    if options.metrics_path and metrics_dir is None and options.workers > 1:
+        out.append(
+            f"--metrics-path {options.metrics_path} with --workers {options.workers} and no --metrics-dir nor "
+            "[ranges] cache_dir: each scrape shows the worker that answers it, not the host"
+        )
+    if root := options.root_path.rstrip("/"):
+        # uvicorn puts root_path in front of every scope["path"] (the ASGI spec's full path), and the
+        # routes match that full path: a route written without it would never match.
+        missed = [r.prefix for r in config.routes if not (r.prefix + "/").startswith(root + "/")]
+        if missed:
+            out.append(
+                f"--root-path {root}: request paths start with it, so the routes {', '.join(missed)} never "
+                f"match (their requests get the default policy); write them as {root}/..."
+            )
+    if options.uds is not None:
+        # A unix socket has no client address: every route whose policy checks one refuses.
+        out.append(
+            f"--uds {options.uds}: requests have no client address; every route whose policy checks "
+            "addresses refuses them (no_client_address)"
+        )
+    return out
+
+
 def _metrics_dir(config: Config, options: ServeOptions) -> str | None:
     path = options.metrics_path
     if path is None:
@@ -202,12 +217,6 @@ def _metrics_dir(config: Config, options: ServeOptions) -> str | None:
     directory = options.metrics_dir or (
         os.path.join(config.ranges.cache_dir, "metrics") if config.ranges.cache_dir else None
     )
-    if directory is None and options.workers > 1:
-        print(
-            f"originshield serve: warning: --metrics-path {path} with --workers {options.workers} and no --metrics-dir "
-            "nor [ranges] cache_dir: each scrape shows the worker that answers it, not the host",
-            file=sys.stderr,
-        )
     return directory
 
 
