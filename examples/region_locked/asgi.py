@@ -1,7 +1,7 @@
 """The example app wrapped by the middleware from ``originshield.toml`` next to this file, for plain
 uvicorn (run from the repository root; keep uvicorn's proxy-header rewriting off)::
 
-    uvicorn examples.region_locked.asgi:app --no-proxy-headers
+    uvicorn examples.region_locked.asgi:app --no-proxy-headers --log-config "$(python -m originshield.logconfig)"
 """
 
 from pathlib import Path
