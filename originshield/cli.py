@@ -3,7 +3,8 @@
 Exit codes, shared by every command: 0 success (for ``lookup``: the address matched), 1 a negative
 answer (``lookup``: no match; ``explain``: refused; ``diff``: changed; ``check-config``: invalid;
 ``status``: stale; ``fetch``: failed or refused; ``demo --check``: a decision not as expected), 2 bad
-input or usage (one line on stderr).
+input or usage (one line on stderr; bare ``originshield`` prints the usage), 141 when the reader of
+stdout went away (``| head``), silently.
 Each command lives in one ``_cmd_*`` function registered in :func:`build_parser`.
 """
 

@@ -123,7 +123,9 @@ def run(app: str, config_path: str, options: ServeOptions = ServeOptions()) -> N
     config = load_config(config_path)
     # Fail fast in the parent: a missing secret, database or module would otherwise kill every worker.
     config.load_secret()
-    config.open_geoip()
+    geoip = config.open_geoip()
+    if callable(close := getattr(geoip, "close", None)):
+        close()  # the workers open their own; the supervisor keeps no mapping of an old file
     check_app(app, options.app_dir)
     if (options.ssl_certfile is None) != (options.ssl_keyfile is None):
         raise ConfigError("--ssl-certfile and --ssl-keyfile: give both (the certificate chain and its key)")
