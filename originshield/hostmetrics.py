@@ -8,6 +8,9 @@ temporary file + rename) every ``interval`` seconds from a daemon thread (the sh
 OpenTelemetry's periodic reader), at each scrape and at shutdown; the worker that answers a scrape
 sums the files of every worker. A worker that died keeps its last figures: its file is folded into
 ``retired.json`` under an ``flock``, so counters never go backwards when a worker is replaced.
+Liveness is ``kill(pid, 0)`` for workers of this boot and pid namespace; a file from another
+container sharing the directory is folded only after an hour without writes, and a worker that
+finds itself folded (hung that long) goes on under a new name, counting only what came after.
 
 A scrape answers with, besides ``requests_total`` by route, reason and action (summed):
 
@@ -30,6 +33,7 @@ own registry in place of the middleware's counters.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -38,7 +42,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -49,7 +53,7 @@ from .inservice import SelectionDigest, selection_digests
 from .metrics import CounterKey, render_family
 from .middleware import OriginShield
 
-__all__ = ["HostMetrics", "MetricsRoute", "WorkerFigures", "find_shield"]
+__all__ = ["HOST", "HostMetrics", "MetricsRoute", "WorkerFigures", "find_shield"]
 
 logger = logging.getLogger("originshield.metrics")
 
@@ -58,6 +62,25 @@ logger = logging.getLogger("originshield.metrics")
 _NOT_A_KIND: Final = frozenset({"applied", "not-modified", "unchanged", "cache", "refused", "failed"})
 _CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
 _RETIRED: Final = "retired.json"
+#: A worker file from another pid namespace (a container sharing the directory) cannot be checked
+#: with kill(pid, 0): it counts as dead only when it has not been written for this long.
+_FOREIGN_TIMEOUT: Final = 3600.0
+#: Folded tokens remembered in retired.json (a worker wrongly taken for dead finds its own there).
+_FOLDED_KEEP: Final = 1000
+
+
+def _host_id() -> str:
+    # A pid means something only in its pid namespace, on this boot.
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
+#: This process's boot and pid namespace, in every worker file: liveness by pid is checked only
+#: for files with the same value.
+HOST: Final = _host_id()
 
 
 def find_shield(app: object) -> OriginShield:
@@ -86,6 +109,8 @@ class WorkerFigures:
     pid: int
     token: str
     written: float
+    #: The boot and pid namespace of the worker (see ``_host_id``).
+    host: str = ""
     requests: dict[CounterKey, int] = field(default_factory=dict)
     refresh_failures: dict[str, int] = field(default_factory=dict)
     log_lines_suppressed: int = 0
@@ -107,6 +132,7 @@ class WorkerFigures:
             pid=pid,
             token=token,
             written=time.time(),
+            host=HOST,
             requests=shield.counters.snapshot(),
             refresh_failures=dict(failures or {}),
             log_lines_suppressed=int(suppressed() if callable(suppressed) else suppressed),
@@ -121,6 +147,7 @@ class WorkerFigures:
             "pid": self.pid,
             "token": self.token,
             "written": self.written,
+            "host": self.host,
             "requests": [[*key, n] for key, n in sorted(self.requests.items())],
             "refresh_failures": self.refresh_failures,
             "log_lines_suppressed": self.log_lines_suppressed,
@@ -138,6 +165,7 @@ class WorkerFigures:
             pid=int(doc["pid"]),
             token=str(doc["token"]),
             written=float(doc["written"]),
+            host=str(doc.get("host", "")),
             requests={(str(r), str(w), str(a)): int(n) for r, w, a, n in doc["requests"]},
             refresh_failures={str(k): int(v) for k, v in doc["refresh_failures"].items()},
             log_lines_suppressed=int(doc["log_lines_suppressed"]),
@@ -147,20 +175,20 @@ class WorkerFigures:
             sync_token=int(doc["sync_token"]),
         )
 
-    def plus(self, other: WorkerFigures) -> WorkerFigures:
-        """The counters of both (gauges: this one's)."""
+    def plus(self, other: WorkerFigures, sign: int = 1) -> WorkerFigures:
+        """The counters of both, or with ``sign=-1`` of this one less the other (gauges: this one's)."""
         return replace(
             self,
-            requests=_add(self.requests, other.requests),
-            refresh_failures=_add(self.refresh_failures, other.refresh_failures),
-            log_lines_suppressed=self.log_lines_suppressed + other.log_lines_suppressed,
+            requests=_add(self.requests, other.requests, sign),
+            refresh_failures=_add(self.refresh_failures, other.refresh_failures, sign),
+            log_lines_suppressed=self.log_lines_suppressed + sign * other.log_lines_suppressed,
         )
 
 
-def _add(a: dict[Any, int], b: dict[Any, int]) -> dict[Any, int]:
+def _add(a: dict[Any, int], b: dict[Any, int], sign: int) -> dict[Any, int]:
     out = dict(a)
     for key, n in b.items():
-        out[key] = out.get(key, 0) + n
+        out[key] = out.get(key, 0) + sign * n
     return out
 
 
@@ -196,6 +224,8 @@ class HostMetrics:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned: set[str] = set()
+        self._written: WorkerFigures | None = None  # the raw figures of the last write
+        self._baseline = WorkerFigures(0, "", 0.0)  # what retired.json already counts of this process
 
     def attach(self, target: object) -> None:
         """Set the shield (or the app containing it) after construction."""
@@ -214,16 +244,35 @@ class HostMetrics:
         return self.directory / f"worker-{os.getpid()}-{self._token}.json" if self.directory else None
 
     def publish(self) -> WorkerFigures:
-        """Take this worker's figures and write them to its file (when sharing a directory)."""
+        """Take this worker's figures and write them to its file (when sharing a directory); returns
+        its share of the host's sums."""
         with self._lock:  # figures taken inside the lock: a later write never holds older counts
-            figures = WorkerFigures.of(self.shield, os.getpid(), self._token)
-            if (path := self._own_file) is not None:
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    write_atomic(str(path), figures.to_json())
-                except OSError as exc:
-                    self._warn(f"cannot write {path}: {exc}; scrapes of other workers miss this one's counts")
-        return figures
+            raw = WorkerFigures.of(self.shield, os.getpid(), self._token)
+            if self.directory is None:
+                return raw
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                with self._flock(fcntl.LOCK_SH):  # no fold between the check and the write
+                    if self._written is not None and self._token in self._load_retired()[1]:
+                        # A reader took this worker for dead (another pid namespace, or no write for
+                        # an hour) and folded its last write: from now on count only what came
+                        # after, under a new name.
+                        self._baseline, self._token = self._written, secrets.token_hex(6)
+                        raw = replace(raw, token=self._token)
+                    share = raw.plus(self._baseline, -1)
+                    write_atomic(str(self._own_file), share.to_json())
+                    self._written = raw
+                return share
+            except OSError as exc:
+                self._warn(f"cannot write in {self.directory}: {exc}; other workers' scrapes miss this one's counts")
+                return raw.plus(self._baseline, -1)
+
+    @contextlib.contextmanager
+    def _flock(self, mode: int) -> Iterator[None]:
+        assert self.directory is not None  # noqa: S101 - callers checked
+        with open(self.directory / ".lock", "a+b") as lock:
+            fcntl.flock(lock, mode)  # released when the file is closed
+            yield
 
     def start(self) -> None:
         """Write this worker's figures every ``interval`` seconds (no-op without ``directory``)."""
@@ -273,8 +322,7 @@ class HostMetrics:
 
     def _read_shared(self) -> tuple[WorkerFigures, list[WorkerFigures]]:
         assert self.directory is not None  # noqa: S101 - collect() checked
-        with open(self.directory / ".lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # readers and the folding of dead workers, one at a time
+        with self._flock(fcntl.LOCK_EX):  # readers and the folding of dead workers, one at a time
             retired, folded = self._load_retired()
             others: list[WorkerFigures] = []
             dead: list[WorkerFigures] = []
@@ -290,31 +338,31 @@ class HostMetrics:
                 except (OSError, ValueError, KeyError, TypeError) as exc:
                     self._warn(f"ignoring {path}: {exc}")
                     continue
-                (others if _alive(figures.pid) else dead).append(figures)
+                (dead if _dead(figures) else others).append(figures)
             if dead:
                 for figures in dead:
                     retired = retired.plus(figures)
                 # retired.json first, naming the folded files, then the unlinks: a crash in between
                 # cannot count a worker twice.
-                tokens = [f.token for f in dead]
+                tokens = [*folded, *(f.token for f in dead)][-_FOLDED_KEEP:]
                 write_atomic(str(self.directory / _RETIRED), _retired_json(retired, tokens))
                 for figures in dead:
                     (self.directory / f"worker-{figures.pid}-{figures.token}.json").unlink(missing_ok=True)
         return retired, others
 
-    def _load_retired(self) -> tuple[WorkerFigures, set[str]]:
+    def _load_retired(self) -> tuple[WorkerFigures, list[str]]:
         assert self.directory is not None  # noqa: S101
         path = self.directory / _RETIRED
         try:
             doc = json.loads(path.read_bytes())
-            return WorkerFigures.from_json(json.dumps(doc["figures"]).encode()), set(doc["folded"])
+            return WorkerFigures.from_json(json.dumps(doc["figures"]).encode()), [str(t) for t in doc["folded"]]
         except FileNotFoundError:
-            return WorkerFigures(0, "retired", 0.0), set()
+            return WorkerFigures(0, "retired", 0.0), []
         except (ValueError, KeyError, TypeError) as exc:
             # Refusing to go on would stop every scrape; starting from zero is a counter reset,
             # which Prometheus handles. Say so.
             self._warn(f"ignoring {path}: {exc}; the counts of dead workers restart from zero")
-            return WorkerFigures(0, "retired", 0.0), set()
+            return WorkerFigures(0, "retired", 0.0), []
 
     def prometheus_text(self, prefix: str = "originshield") -> str:
         """The host's metrics in the Prometheus text format (version 0.0.4)."""
@@ -434,14 +482,16 @@ def _retired_json(figures: WorkerFigures, folded: list[str]) -> bytes:
     return json.dumps({"figures": json.loads(figures.to_json()), "folded": folded}).encode("utf-8")
 
 
-def _alive(pid: int) -> bool:
+def _dead(figures: WorkerFigures) -> bool:
+    if figures.host != HOST:  # another container: its pids are not ours to check
+        return figures.written < time.time() - _FOREIGN_TIMEOUT
     try:
-        os.kill(pid, 0)  # signal 0: existence check only
+        os.kill(figures.pid, 0)  # signal 0: existence check only
     except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
         return True
-    return True
+    except PermissionError:  # someone else's process
+        return False
+    return False
 
 
 def _after_fork_in_child() -> None:

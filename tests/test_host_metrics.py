@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from starlette.testclient import TestClient
 
 from originshield import OriginShield, Policy, Route, SecretHeader, load
 from originshield._types import Message, Receive, Scope, Send
-from originshield.hostmetrics import HostMetrics, WorkerFigures, find_shield
+from originshield.hostmetrics import HOST, HostMetrics, WorkerFigures, find_shield
 
 from .test_examples import RANGES, ROOT, SECRET, free_port, wait_for
 
@@ -83,7 +84,7 @@ def test_dead_workers_keep_their_counts_and_are_folded_once(tmp_path: Path) -> N
     shield = make_shield()
     metrics = HostMetrics(shield, directory=tmp_path)
     refuse(shield, 3)
-    dead = write_figures(tmp_path, WorkerFigures(dead_pid(), "0123456789ab", time.time(), requests={KEY: 7}))
+    dead = write_figures(tmp_path, WorkerFigures(dead_pid(), "0123456789ab", time.time(), HOST, requests={KEY: 7}))
     labels = dict(zip(("route", "reason", "action"), KEY, strict=True))
     text = metrics.prometheus_text()
     assert sample(text, "requests_total", **labels) == 10
@@ -93,7 +94,7 @@ def test_dead_workers_keep_their_counts_and_are_folded_once(tmp_path: Path) -> N
     refuse(shield, 1)
     assert sample(metrics.prometheus_text(), "requests_total", **labels) == 11  # not 18: folded once
     # A fold interrupted between retired.json and the unlink: the file is skipped, then removed.
-    dead.write_bytes(WorkerFigures(dead_pid(), "0123456789ab", 0.0, requests={KEY: 7}).to_json())
+    dead.write_bytes(WorkerFigures(dead_pid(), "0123456789ab", 0.0, HOST, requests={KEY: 7}).to_json())
     assert sample(metrics.prometheus_text(), "requests_total", **labels) == 11
     assert not dead.exists()
     assert sample(text, "workers_reporting") == 1
@@ -107,6 +108,7 @@ def test_live_workers_are_summed_and_their_gauges_taken_worst_first(tmp_path: Pa
         os.getppid(),  # alive for the whole test
         "aaaaaaaaaaaa",
         time.time(),
+        HOST,
         requests={KEY: 5},
         refresh_failures={"timeout": 2},
         log_lines_suppressed=4,
@@ -116,7 +118,7 @@ def test_live_workers_are_summed_and_their_gauges_taken_worst_first(tmp_path: Pa
         sync_token=1,
     )
     write_figures(tmp_path, live)
-    hung = WorkerFigures(os.getpid(), "bbbbbbbbbbbb", time.time() - 3600, requests={KEY: 1}, stale=0, age_seconds=1e12)
+    hung = WorkerFigures(os.getpid(), "bbbbbbbbbbbb", time.time() - 600, HOST, requests={KEY: 1}, age_seconds=1e12)
     write_figures(tmp_path, hung)  # alive but not writing: counted, but no say in the gauges
     text = metrics.prometheus_text()
     assert sample(text, "requests_total", route="default", reason="secret_missing", action="rejected") == 8
@@ -133,6 +135,35 @@ def test_live_workers_are_summed_and_their_gauges_taken_worst_first(tmp_path: Pa
     # Our own file holds what this scrape used: a scrape by another worker cannot go below it.
     own = [p for p in tmp_path.glob(f"worker-{os.getpid()}-*.json") if "bbbbbbbbbbbb" not in p.name]
     assert WorkerFigures.from_json(own[0].read_bytes()).requests[KEY] == 2
+
+
+def test_another_containers_worker_is_judged_by_its_writes_and_a_refolded_worker_counts_once(
+    tmp_path: Path,
+) -> None:
+    labels = dict(zip(("route", "reason", "action"), KEY, strict=True))
+    # A file from another pid namespace: its pid means nothing here, only its age does.
+    foreign = WorkerFigures(dead_pid(), "cccccccccccc", time.time(), "other-boot/4026531836", requests={KEY: 5})
+    path = write_figures(tmp_path, foreign)
+    scraper_shield = make_shield()
+    scraper = HostMetrics(scraper_shield, directory=tmp_path)
+    assert sample(scraper.prometheus_text(), "requests_total", **labels) == 5
+    assert path.exists()  # not folded: written just now
+    # A worker of this process that stops writing for over an hour is folded, then resumes.
+    hung_shield = make_shield()
+    hung = HostMetrics(hung_shield, directory=tmp_path)
+    refuse(hung_shield, 4)
+    hung.publish()
+    for own in tmp_path.glob(f"worker-{os.getpid()}-*.json"):
+        figures = WorkerFigures.from_json(own.read_bytes())
+        if figures.requests.get(KEY) == 4:  # the hung one's file, as a reader an hour later sees it
+            own.write_bytes(replace(figures, written=0.0, host="other-boot/1").to_json())
+    path.write_bytes(replace(foreign, written=time.time() - 7200).to_json())
+    assert sample(scraper.prometheus_text(), "requests_total", **labels) == 9  # both folded, none lost
+    assert not path.exists()
+    refuse(hung_shield, 2)
+    hung.publish()  # finds itself folded: writes only what came after, under a new token
+    refuse(scraper_shield, 1)
+    assert sample(scraper.prometheus_text(), "requests_total", **labels) == 12  # 5 + 6 + 1, not 16
 
 
 def test_refresh_failures_and_stale_come_from_the_refresher(tmp_path: Path) -> None:
