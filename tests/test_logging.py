@@ -45,7 +45,9 @@ def readme_recipe() -> list[str]:
     return shlex.split(command)
 
 
-def run_server(args: list[str], env: dict[str, str], paths: list[tuple[str, dict[str, str]]]) -> str:
+def run_server(
+    args: list[str], env: dict[str, str], paths: list[tuple[str, dict[str, str]]], linger: float = 0.2
+) -> str:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", *args, "--port", str(port)],
@@ -60,7 +62,7 @@ def run_server(args: list[str], env: dict[str, str], paths: list[tuple[str, dict
         wait_for(base + "/health", proc)
         for path, headers in paths:
             httpx.get(base + path, headers=headers)
-        time.sleep(0.2)
+        time.sleep(linger)
     finally:
         proc.terminate()
         output = proc.communicate(timeout=15)[0]
@@ -83,10 +85,14 @@ def test_readme_plain_uvicorn_recipe_shows_refusals_with_time_level_logger(env: 
     assert SECRET not in output
 
 
-def test_json_lines_format(env: dict[str, str]) -> None:
+def test_json_lines_format_with_refresher_events(env: dict[str, str]) -> None:
+    # The ranges source is a closed port on loopback: the refresher's failure is a logged event.
+    env = {**env, "ORIGINSHIELD_RANGES_SOURCE": f"http://127.0.0.1:{free_port()}/ip-ranges.json"}
     args = ["examples.cloudfront_direct.asgi:app", "--no-proxy-headers", "--log-config", config_path("json")]
-    output = run_server(args, env, [("/?a=%22q%22", {})])
+    output = run_server(args, env, [("/?a=%22q%22", {})], linger=6.5)  # first refresh: within 5 s of startup
     docs = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    failures = [d for d in docs if d["logger"] == "originshield.refresher" and d["level"] == "WARNING"]
+    assert any("ranges refresh failed (network-error" in d["message"] for d in failures), output
     refusals = [d for d in docs if d["logger"] == "originshield" and "reason=secret_missing" in d["message"]]
     assert refusals, output
     assert set(refusals[0]) == {"time", "level", "logger", "pid", "message"}
