@@ -291,11 +291,13 @@ class HostMetrics:
             self.publish()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:  # a first write at once: a new worker shows up in the next scrape
             try:
                 self.publish()
             except Exception:  # never let the thread die: the next tick retries
                 logger.exception("writing the worker's metrics failed")
+            if self._stop.wait(self.interval):
+                return
 
     def _warn(self, message: str) -> None:
         if message not in self._warned:  # once per distinct problem, not every few seconds
