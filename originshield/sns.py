@@ -264,15 +264,14 @@ class SnsEndpoint:
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
-            result = SnsResult("method_not_allowed")
+            result = self._count(SnsResult("method_not_allowed"))
         else:
             body = await _read_body(receive, _MAX_BODY)
             if body is None:
-                result = SnsResult("body_too_large")
+                result = self._count(SnsResult("body_too_large"))
             else:
                 headers = {k.lower(): v for k, v in scope["headers"] if k.lower().startswith(b"x-amz-sns-")}
                 result = await self.handle(body, headers)
-        self._count(result)
         text = b"OK\n" if result.accepted or result.outcome == "replayed" else b"Refused\n"
         await send(
             {
@@ -286,7 +285,10 @@ class SnsEndpoint:
     # -- the checks ----------------------------------------------------------------------------------
 
     async def handle(self, body: bytes, headers: Mapping[bytes, bytes] | None = None) -> SnsResult:
-        """Check one delivery and act on it (the ASGI-free core; ``headers`` are the ``x-amz-sns-*`` ones)."""
+        """Check one delivery, act on it and count it (the ASGI-free core; ``headers``: ``x-amz-sns-*``)."""
+        return self._count(await self._check(body, headers or {}))
+
+    async def _check(self, body: bytes, headers: Mapping[bytes, bytes]) -> SnsResult:
         try:
             message = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -296,7 +298,7 @@ class SnsEndpoint:
         kind = message.get("Type")
         if not isinstance(kind, str) or kind not in _SIGNED:
             return SnsResult("bad_type", f"Type {kind!r}"[:80])
-        declared = (headers or {}).get(b"x-amz-sns-message-type")
+        declared = headers.get(b"x-amz-sns-message-type")
         if declared is not None and declared != kind.encode():
             return SnsResult("bad_type", "x-amz-sns-message-type differs from Type")
         fields = [f for f in _SIGNED[kind] if f != "Subject"] + ["Signature", "SigningCertURL", "SignatureVersion"]
@@ -454,14 +456,13 @@ class SnsEndpoint:
         logger.warning("originshield sns: subscription to %s confirmed", self._topic)
         return SnsResult("subscription_confirmed")
 
-    def _count(self, result: SnsResult) -> None:
+    def _count(self, result: SnsResult) -> SnsResult:
         self.counts[result.outcome] += 1
-        if result.accepted:
-            return
         now = time.monotonic()
-        if now - self._logged.get(result.outcome, -1e9) >= 60.0:  # one line per reason a minute
+        if not result.accepted and now - self._logged.get(result.outcome, -1e9) >= 60.0:  # a line per reason a minute
             self._logged[result.outcome] = now
             logger.warning("originshield sns: refused reason=%s %s", result.outcome, result.detail)
+        return result
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
