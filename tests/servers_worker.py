@@ -4,10 +4,8 @@ In its own module: importing ``uvicorn.workers`` imports gunicorn, which the oth
 must not have loaded (``originshield.rewrite.detect_server`` judges the server from its modules).
 """
 
-from typing import Any, ClassVar
-
 from uvicorn.workers import UvicornWorker
 
 
 class NoProxyHeadersWorker(UvicornWorker):
-    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {**UvicornWorker.CONFIG_KWARGS, "proxy_headers": False}
+    CONFIG_KWARGS = {**UvicornWorker.CONFIG_KWARGS, "proxy_headers": False}  # noqa: RUF012 - as uvicorn declares it

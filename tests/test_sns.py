@@ -319,9 +319,9 @@ def test_subscription_confirmation(pki: Pki, sns: FakeSns) -> None:
 def test_config_errors() -> None:
     with pytest.raises(ValueError, match="refresh_now"):
         SnsEndpoint(object())  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="sns.path"):
+    with pytest.raises(ValueError, match=r"sns\.path"):
         SnsEndpoint(StubRefresher(), path="no-slash")
-    with pytest.raises(ValueError, match="sns.max_age"):
+    with pytest.raises(ValueError, match=r"sns\.max_age"):
         SnsEndpoint(StubRefresher(), max_age=0)
 
 
