@@ -148,7 +148,10 @@ _POLICY_KEYS: Final = (
     "unknown_country",
     "viewer_country_header",
     "viewer_address_header",
+    "preset",
 )
+#: ``preset`` values of a policy table: named topologies whose checks are fixed (``Policy.vpc_origin``).
+_POLICY_PRESETS: Final = ("cloudfront-vpc-origin",)
 _SELECTOR_KEYS: Final = ("services", "regions", "network_border_groups", "ip_versions", "name")
 _ROUTE_KEYS: Final = ("prefix", "policy", "methods", "name")
 # Keys that would put a secret value in the file: refused with a specific explanation.
@@ -754,7 +757,12 @@ class _Loader:
             options["unknown_country"] = self.string(table["unknown_country"], f"{where}.unknown_country")
         if options.get("viewer_address_header") and options.get("source", "cloudfront") != "cloudfront":
             raise self.error(f"{where}.viewer_address_header", "only applies to source = 'cloudfront'")
+        preset = self.string(table["preset"], f"{where}.preset") if "preset" in table else None
+        if preset is not None and preset not in _POLICY_PRESETS:
+            raise self.error(f"{where}.preset", f"unknown preset {preset!r}{_suggest(preset, _POLICY_PRESETS)}")
         try:
+            if preset is not None:  # topology 4: the peer in the VPC's private cidrs + the secret
+                return Policy.vpc_origin(cidrs, name, selectors=selectors, **options)
             return Policy(name, selectors=selectors, cidrs=cidrs, **options)
         except ConfigError as exc:
             raise self.error(where, _strip_prefix(str(exc), f"policy {name!r}: ")) from None
