@@ -152,8 +152,7 @@ def endpoint(pki: Pki, sns: FakeSns, refresher: Any, **options: Any) -> SnsEndpo
         refresher,
         ssl_context=pki.client_context(),
         host_pattern=r"127\.0\.0\.1:\d+",  # the test's stand-in for sns.<region>.amazonaws.com
-        cert_timeout=5.0,
-        **options,
+        **{"cert_timeout": 5.0, **options},
     )
 
 
@@ -392,3 +391,34 @@ def test_with_the_real_refresher(pki: Pki, sns: FakeSns, tmp_path: Path) -> None
     results = {m: getattr(r, "reason", None) or getattr(r, "outcome", None) for m, r in ep.refreshes}
     assert results["0" * 32] == "md5-mismatch"  # the source did not publish what the notice announced: nothing applied
     assert results[md5] in ("unchanged", "applied", "not-modified")
+
+
+def test_a_stalled_certificate_host_never_blocks_the_event_loop(pki: Pki, sns: FakeSns) -> None:
+    import socket
+
+    with socket.socket() as silent:  # accepts TCP connections (backlog) but never answers the TLS handshake
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        host = f"127.0.0.1:{silent.getsockname()[1]}"
+        ep = endpoint(pki, sns, StubRefresher(), cert_timeout=0.5)
+        stalled = message(pki, sns, SigningCertURL=f"https://{host}{CERT_PATH}")
+
+        async def both() -> tuple[str, int]:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            task = asyncio.create_task(ticker())
+            started = time.monotonic()
+            result = await ep.handle(json.dumps(stalled).encode())
+            assert time.monotonic() - started < 3.0  # bounded by the deadline
+            task.cancel()
+            return result.outcome, ticks
+
+        outcome, ticks = asyncio.run(both())
+    assert outcome == "cert_unavailable"
+    assert ticks >= 10  # the loop kept running while the fetch waited in its thread
