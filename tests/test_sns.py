@@ -422,3 +422,29 @@ def test_a_stalled_certificate_host_never_blocks_the_event_loop(pki: Pki, sns: F
         outcome, ticks = asyncio.run(both())
     assert outcome == "cert_unavailable"
     assert ticks >= 10  # the loop kept running while the fetch waited in its thread
+
+
+def test_the_example(pki: Pki, sns: FakeSns, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runpy
+
+    from starlette.testclient import TestClient
+
+    root = Path(__file__).parent.parent
+    monkeypatch.setenv("ORIGINSHIELD_SECRET", "sns-example-secret-0123456789")
+    monkeypatch.setenv("ORIGINSHIELD_RANGES_SOURCE", str(root / "tests" / "data" / "aws" / "ip-ranges.json"))
+    monkeypatch.setenv("ORIGINSHIELD_CACHE_DIR", str(tmp_path))
+    monkeypatch.syspath_prepend(str(root))
+    example = runpy.run_path(str(root / "examples" / "sns_nudge" / "asgi.py"))
+    app, refresher = example["app"], example["refresher"]
+    try:
+        notice = json.dumps(message(pki, sns))  # signed, but its certificate is on loopback, not on SNS
+        with TestClient(app, client=("10.0.1.9", 40000)) as alb:  # the ALB, forwarding SNS's POST
+            sent_by = {"x-forwarded-for": "3.2.0.17"}  # 3.2.0.0/24 us-east-1 AMAZON
+            assert alb.post("/_originshield/sns", content=notice, headers=sent_by).status_code == 403
+            not_aws = {"x-forwarded-for": "198.51.100.7"}
+            assert alb.post("/_originshield/sns", content=notice, headers=not_aws).status_code == 403
+        assert app.counters.rejected(route="sns") == {"edge_not_allowed": 1}  # the policy, first
+        assert app.counters.allowed(route="sns") == 1
+        assert example["sns"].counts == {"bad_cert_url": 1}  # then the endpoint's own checks
+    finally:
+        refresher.stop(5.0)
