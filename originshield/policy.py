@@ -334,11 +334,11 @@ class Policy:
         interfaces it manages in your VPC's subnets (AWS CloudFront Developer Guide, "Restrict
         access with VPC origins"). The socket peer is a private address of your VPC (the VPC
         origin's interface, or the internal ALB's node that received from it), never a public
-        CloudFront address, so ``cloudfront-origin-facing`` would refuse everything. Every
-        distribution of every account can be given a VPC origin, but only yours is attached to
-        this VPC; the peer check keeps out the rest of your network (peered VPCs, VPN, other
-        tenants of a shared VPC), and the secret header, added by *your* distribution only, is the
-        proof that the request went through it (its WAF, geo restriction, signed URLs).
+        CloudFront address, so ``cloudfront-origin-facing`` would refuse everything. The peer
+        check keeps out the rest of your network (peered VPCs, VPN, other workloads in shared
+        subnets); the secret header, added by *your* distribution only, stays the proof that the
+        request went through it (its WAF, geo restriction, signed URLs), whichever distribution
+        (another of yours, or one in an account the VPC origin is shared with) can reach the origin.
 
         ``cidrs``: the VPC (or the subnets of the VPC origin and of the internal load balancer);
         private networks only. The checked address is the socket peer (``source="peer"``):

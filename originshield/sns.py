@@ -170,8 +170,12 @@ def parse_notice(text: str) -> tuple[str, str, str]:
 
 
 def _timestamp(value: str) -> float:
-    # SNS writes ISO 8601 UTC with milliseconds: 2017-11-30T18:42:12.123Z
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+    # SNS writes ISO 8601 UTC with milliseconds: 2017-11-30T18:42:12.123Z. No zone: refused (a
+    # naive time would be read in the server's local zone, shifting the age check by hours).
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError("Timestamp without a time zone")
+    return parsed.astimezone(UTC).timestamp()
 
 
 class SnsEndpoint:
