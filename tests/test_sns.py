@@ -276,9 +276,10 @@ def test_refusals_are_reasoned_counted_and_do_nothing(pki: Pki, sns: FakeSns) ->
     wrong_path = message(pki, sns, SigningCertURL=f"https://{sns.host}/my-own-key.pem")
     assert post(ep, wrong_path) == "bad_cert_url"
     assert asyncio.run(ep.handle(b"not json")).outcome == "bad_request"
+    assert post(ep, message(pki, sns, Timestamp="2026-11-29T13:40:12.000")) == "bad_request"  # no zone
     time.sleep(0.2)
     assert stub.calls == []
-    assert ep.counts == {**dict.fromkeys(cases, 1), "bad_cert_url": 3, "bad_request": 1}
+    assert ep.counts == {**dict.fromkeys(cases, 1), "bad_cert_url": 3, "bad_request": 2}
     # only the messages that passed the cheap checks made us fetch the certificate: once, then cached
     assert sns.hits == [CERT_PATH]
 
