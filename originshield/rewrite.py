@@ -19,12 +19,14 @@ it hands us whatever the sender wrote. How each server does it (read from their 
 :class:`RewriteProbe` looks twice. On lifespan startup and on the first requests it walks the
 calling frames for those middlewares (they await the app, so they are on the stack while we run)
 and reads their settings. On the first requests it also looks for the signs any rewriting leaves:
-a client port of 0 (no TCP peer has port 0), or a client equal to the last (or first)
-X-Forwarded-For entry (a proxy appends *its* peer, so the real peer is never the last entry
-itself). With the C extension, "the first requests" are the first ones the middleware decides
-in Python: decision-cache misses, which every new peer and chain is. Each finding is logged once,
-as a warning that says how to turn the rewriting off for the server found. The probe costs
-nothing after its first ``requests`` requests.
+a client port of 0 (no TCP peer has port 0; every rewriter above writes it) or the port of
+X-Forwarded-Port (daphne), with the client equal to the last (or first) X-Forwarded-For entry
+saying which entry the server took (a proxy appends *its* peer, so the real peer is never the
+last entry itself). A client that merely writes its own address into X-Forwarded-For is not
+reported: it cannot also choose port 0. With the C extension, "the first requests" are the
+first ones the middleware decides in Python: decision-cache misses, which every new peer and
+chain is. Each finding is logged once, as a warning that says how to turn the rewriting off for
+the server found. The probe costs nothing after its first ``requests`` requests.
 """
 
 from __future__ import annotations
@@ -137,12 +139,18 @@ class RewriteProbe:
         if not client:
             return self._left > 0
         host, port = client[0], client[1]
-        entries = [
-            e.strip()
-            for name, value in scope["headers"]
-            if name.lower() == b"x-forwarded-for"
-            for e in value.decode("latin-1").split(",")
-        ]
+        entries: list[str] = []
+        port_header = False
+        for name, value in scope["headers"]:
+            lower = name.lower()
+            if lower == b"x-forwarded-for":
+                entries += (e.strip() for e in value.decode("latin-1").split(","))
+            elif lower == b"x-forwarded-port":
+                port_header |= value.strip() == str(port).encode()
+        # A client cannot choose its port 0, nor make a server copy X-Forwarded-Port into the scope:
+        # only with one of these is the position of the address in the chain a sign, not a forgery.
+        if port != 0 and not port_header:
+            return self._left > 0
         server = detect_server()
         if port == 0:
             self._report(Finding(server, "port-zero", f"client {host!r} has port 0, which no TCP peer has"))

@@ -30,10 +30,12 @@ async def ok_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-def http_scope(client: tuple[str, int], xff: str | None) -> dict[str, Any]:
+def http_scope(client: tuple[str, int], xff: str | None, forwarded_port: str | None = None) -> dict[str, Any]:
     headers = [(b"host", b"origin.example"), (b"x-origin-verify", SECRET.encode())]
     if xff is not None:
         headers.append((b"x-forwarded-for", xff.encode()))
+    if forwarded_port is not None:
+        headers.append((b"x-forwarded-port", forwarded_port.encode()))
     return {"type": "http", "method": "GET", "path": "/", "raw_path": b"/", "headers": headers, "client": client}
 
 
@@ -77,17 +79,20 @@ def test_untouched_scopes_say_nothing(caplog: pytest.LogCaptureFixture) -> None:
 
 
 @pytest.mark.parametrize(
-    ("client", "xff", "kinds"),
+    ("client", "xff", "port_header", "kinds"),
     [
-        ((EDGE, 0), f"203.0.113.7, {EDGE}", ["port-zero", "peer-is-last-entry"]),  # uvicorn's rightmost
-        (("203.0.113.7", 0), f"203.0.113.7, {EDGE}", ["port-zero", "peer-is-first-entry"]),  # '*', daphne
-        (("203.0.113.7", 443), f"203.0.113.7, {EDGE}", ["peer-is-first-entry"]),  # daphne + X-Forwarded-Port
-        (("10.0.0.9", 0), None, ["port-zero"]),
+        ((EDGE, 0), f"203.0.113.7, {EDGE}", None, ["port-zero", "peer-is-last-entry"]),  # uvicorn's rightmost
+        (("203.0.113.7", 0), f"203.0.113.7, {EDGE}", None, ["port-zero", "peer-is-first-entry"]),  # '*', daphne
+        (("203.0.113.7", 443), f"203.0.113.7, {EDGE}", "443", ["peer-is-first-entry"]),  # daphne, X-Forwarded-Port
+        (("10.0.0.9", 0), None, None, ["port-zero"]),
+        # A client writing its own address into the chain is no sign: a real port, no port header.
+        (("198.51.100.9", 40001), f"{EDGE}, 198.51.100.9", None, []),
+        (("198.51.100.9", 40001), f"198.51.100.9, {EDGE}", "443", []),
     ],
 )
-def test_signs(client: tuple[str, int], xff: str | None, kinds: list[str]) -> None:
+def test_signs(client: tuple[str, int], xff: str | None, port_header: str | None, kinds: list[str]) -> None:
     probe = RewriteProbe()
-    probe.observe(http_scope(client, xff))
+    probe.observe(http_scope(client, xff, port_header))
     assert [f.kind for f in probe.findings] == kinds
 
 
