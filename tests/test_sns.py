@@ -449,3 +449,39 @@ def test_the_example(pki: Pki, sns: FakeSns, tmp_path: Path, monkeypatch: pytest
         assert example["sns"].counts == {"bad_cert_url": 1}  # then the endpoint's own checks
     finally:
         refresher.stop(5.0)
+
+
+def test_from_the_configuration_file(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from originshield.config import loads_config
+
+    ranges = Path(__file__).parent / "data" / "aws" / "ip-ranges.json"
+    text = f"""
+default_policy = "cloudfront"
+[ranges]
+source = "{ranges}"
+cache_dir = "{tmp_path}"
+[secret]
+env = "ORIGINSHIELD_SECRET"
+[policies.cloudfront]
+selectors = ["cloudfront-origin-facing"]
+require_secret = true
+[sns]
+path = "/hooks/ip-ranges"
+"""
+    environ = {"ORIGINSHIELD_SECRET": "sns-config-secret-0123456789"}
+    config = loads_config(text, environ=environ)
+    assert config.sns is not None and config.sns.path == "/hooks/ip-ranges"
+    shield: Any = config.build(app_404, environ=environ)
+    try:
+        assert "'sns'" in repr(shield)  # the endpoint's route, under its own policy
+        client = TestClient(shield, client=("198.51.100.7", 40000))  # no lifespan: app_404 has none
+        assert client.post("/hooks/ip-ranges", content=b"{}").status_code == 403  # not AWS us-east-1
+        assert shield.counters.rejected(route="sns") == {"peer_not_allowed": 1}
+    finally:
+        shield.holder.stop(5.0)
+    with pytest.raises(ValueError, match=r"needs \[ranges\] with a source and refresh on"):
+        loads_config(text.replace("[secret]", "refresh = false\n[secret]"), environ=environ)
+    with pytest.raises(ValueError, match=r"sns\.path"):
+        loads_config(text.replace('path = "/hooks/ip-ranges"', 'path = "hooks"'), environ=environ)
