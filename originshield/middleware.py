@@ -148,6 +148,8 @@ class OriginShield(_Shield):
                         "policy %r allows %s without requiring the secret header: %s", policy.name, pools, risk
                     )
         if sns is not None:  # after the shared-pool warning: the endpoint verifies SNS signatures itself
+            if not callable(getattr(sns, "wrap", None)) or not isinstance(getattr(sns, "route", None), Route):
+                raise ConfigError(f"sns: expected an originshield.sns.SnsEndpoint, got {type(sns).__name__}")
             self._app = app = sns.wrap(app)
             routes = (*routes, sns.route)
         if not isinstance(status, int) or not 400 <= status <= 599:

@@ -323,6 +323,9 @@ def test_config_errors() -> None:
         SnsEndpoint(StubRefresher(), path="no-slash")
     with pytest.raises(ValueError, match=r"sns\.max_age"):
         SnsEndpoint(StubRefresher(), max_age=0)
+    secret = SecretHeader.of("x-origin-verify", ["sns-e2e-secret-0123456789"])
+    with pytest.raises(ValueError, match=r"expected an originshield\.sns\.SnsEndpoint"):
+        OriginShield(app_404, secret=secret, sns=object())  # type: ignore[arg-type]
 
 
 # -- through the middleware, on a real server, and with the real refresher -------------------------
