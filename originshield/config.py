@@ -125,6 +125,7 @@ _TOP_KEYS: Final = (
     "geoip",
     "policies",
     "routes",
+    "sns",
 )
 _RANGES_KEYS: Final = (
     "source",
@@ -138,6 +139,7 @@ _RANGES_KEYS: Final = (
 )
 _SECRET_KEYS: Final = ("header", "env", "file")
 _GEOIP_KEYS: Final = ("database", "registered_country_fallback")
+_SNS_KEYS: Final = ("path", "max_age")
 _POLICY_KEYS: Final = (
     "selectors",
     "cidrs",
@@ -148,7 +150,10 @@ _POLICY_KEYS: Final = (
     "unknown_country",
     "viewer_country_header",
     "viewer_address_header",
+    "preset",
 )
+#: ``preset`` values of a policy table: named topologies whose checks are fixed (``Policy.vpc_origin``).
+_POLICY_PRESETS: Final = ("cloudfront-vpc-origin",)
 _SELECTOR_KEYS: Final = ("services", "regions", "network_border_groups", "ip_versions", "name")
 _ROUTE_KEYS: Final = ("prefix", "policy", "methods", "name")
 # Keys that would put a secret value in the file: refused with a specific explanation.
@@ -210,6 +215,14 @@ class GeoIPSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SnsSettings:
+    """The AmazonIpSpaceChanged endpoint (``[sns]``, :class:`originshield.sns.SnsEndpoint`)."""
+
+    path: str = "/_originshield/sns"
+    max_age: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A validated configuration file. Build the middleware with :meth:`build`."""
 
@@ -230,6 +243,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     #: Environment overrides applied, as ``VARIABLE -> key``.
     overrides: tuple[str, ...] = field(default=())
+    sns: SnsSettings | None = None
 
     @property
     def default(self) -> Policy:
@@ -393,6 +407,11 @@ class Config:
         if manage_refresher is None:  # a thread is needed to refresh the ranges or to watch a file
             manage_refresher = self.ranges.refresh or bool(getattr(ranges, "watchers", ()))
         manage = manage_refresher
+        sns = None
+        if self.sns is not None and callable(getattr(ranges, "refresh_now", None)):  # not for offline commands
+            from .sns import SnsEndpoint  # noqa: PLC0415 - needs the optional 'cryptography'
+
+            sns = SnsEndpoint(ranges, path=self.sns.path, max_age=self.sns.max_age)  # type: ignore[arg-type]
         try:
             return OriginShield(
                 app,
@@ -408,6 +427,7 @@ class Config:
                 manage_refresher=manage,
                 counters=counters,
                 warn_shared_pools=False,  # already in self.warnings, with the file and key
+                sns=sns,
             )
         except ConfigError as exc:
             raise ConfigError(f"{self.path}: {exc}") from None
@@ -600,7 +620,9 @@ class _Loader:
                 f"{self.name}: ranges.source: the embedded snapshot is never refreshed; AWS adds ranges "
                 "every few days, so real CloudFront edges will start to be refused"
             )
+        sns = self.load_sns(doc.get("sns"), ranges)
         return Config(
+            sns=sns,
             path=self.name,
             ranges=ranges,
             secret=secret,
@@ -698,6 +720,18 @@ class _Loader:
         fallback = self.boolean(table.get("registered_country_fallback", False), "geoip.registered_country_fallback")
         return GeoIPSettings(database, fallback)
 
+    def load_sns(self, value: object, ranges: RangesSettings) -> SnsSettings | None:
+        if value is None:
+            return None
+        table = self.table(value, "sns")
+        self.keys(table, _SNS_KEYS, "sns")
+        if not ranges.refresh or ranges.source == _EMBEDDED:
+            raise self.error("sns", "a notice makes the refresher fetch: needs [ranges] with a source and refresh on")
+        path = self.string(table.get("path", "/_originshield/sns"), "sns.path")
+        if not path.startswith("/") or "?" in path or "/." in path:
+            raise self.error("sns.path", f"expected an absolute path without query or dot segments, got {path!r}")
+        return SnsSettings(path, self.number(table.get("max_age", 3600.0), "sns.max_age"))
+
     def load_networks(self, value: object, key: str) -> tuple[Network, ...]:
         out = []
         for i, text in enumerate(self.strings(value, key)):
@@ -768,7 +802,12 @@ class _Loader:
             options["unknown_country"] = self.string(table["unknown_country"], f"{where}.unknown_country")
         if options.get("viewer_address_header") and options.get("source", "cloudfront") != "cloudfront":
             raise self.error(f"{where}.viewer_address_header", "only applies to source = 'cloudfront'")
+        preset = self.string(table["preset"], f"{where}.preset") if "preset" in table else None
+        if preset is not None and preset not in _POLICY_PRESETS:
+            raise self.error(f"{where}.preset", f"unknown preset {preset!r}{_suggest(preset, _POLICY_PRESETS)}")
         try:
+            if preset is not None:  # topology 4: the peer in the VPC's private cidrs + the secret
+                return Policy.vpc_origin(cidrs, name, selectors=selectors, **options)
             return Policy(name, selectors=selectors, cidrs=cidrs, **options)
         except ConfigError as exc:
             raise self.error(where, _strip_prefix(str(exc), f"policy {name!r}: ")) from None

@@ -36,10 +36,13 @@ from .inservice import log_startup
 from .metrics import Counters
 from .policy import CountryResolver, Decision, Policy, Route
 from .radix import SPEEDUPS
+from .rewrite import RewriteProbe
 from .secret import SecretHeader
 from .snapshot import Snapshot, SnapshotHolder
 
 if TYPE_CHECKING:
+    from .sns import SnsEndpoint
+
     _Shield = object
 else:  # without the C extension, __call__ is _handle
     _Shield = getattr(SPEEDUPS, "Shield", object)
@@ -82,6 +85,12 @@ class OriginShield(_Shield):
     - ``log_level``: level of the one-line log record of each refusal (allowed requests are not
       logged: the counters count them, and the hot path stays free of logging calls).
     - ``counters``: a :class:`~originshield.metrics.Counters` to share; a new one by default.
+    - ``sns``: an :class:`~originshield.sns.SnsEndpoint`: AWS's ``AmazonIpSpaceChanged`` notices,
+      served on its path under its own policy (a route added here), nudge the refresher.
+    - ``detect_proxy_rewrite``: on lifespan startup and the first requests, look for a server or a
+      proxy-fix middleware that rewrote ``scope["client"]`` and log how to turn it off
+      (:mod:`originshield.rewrite`; with the C extension the requests it sees are the first ones
+      decided in Python: decision-cache misses, such as every first request of a new chain).
     """
 
     def __init__(
@@ -102,8 +111,11 @@ class OriginShield(_Shield):
         log_level: int = logging.INFO,
         counters: Counters | None = None,
         warn_shared_pools: bool = True,
+        sns: SnsEndpoint | None = None,
+        detect_proxy_rewrite: bool = True,
     ) -> None:
         self._app = app
+        self._probe = RewriteProbe() if detect_proxy_rewrite else None
         if secret is not None and not isinstance(secret, SecretHeader):
             raise ConfigError(f"secret: expected a SecretHeader, got {type(secret).__name__}")
         if default is None:
@@ -136,6 +148,11 @@ class OriginShield(_Shield):
                     logger.warning(
                         "policy %r allows %s without requiring the secret header: %s", policy.name, pools, risk
                     )
+        if sns is not None:  # after the shared-pool warning: the endpoint verifies SNS signatures itself
+            if not callable(getattr(sns, "wrap", None)) or not isinstance(getattr(sns, "route", None), Route):
+                raise ConfigError(f"sns: expected an originshield.sns.SnsEndpoint, got {type(sns).__name__}")
+            self._app = app = sns.wrap(app)
+            routes = (*routes, sns.route)
         if not isinstance(status, int) or not 400 <= status <= 599:
             raise ConfigError(f"status: must be an HTTP error status (400-599), got {status!r}")
         if not isinstance(body, bytes) or len(body) > 1024:
@@ -333,6 +350,8 @@ class OriginShield(_Shield):
         if kind in {"http", "websocket"}:
             if self._lazy_start:
                 self._start_holder()
+            if self._probe is not None and not self._probe.observe(scope):  # the first requests that reach Python
+                self._probe = None
             state = self._state  # read once: this request decides with one generation throughout
             method = scope["method"] if kind == "http" else "GET"  # a websocket handshake is a GET
             result, strip, secret = state.decide(method, scope["path"], scope.get("client"), scope["headers"])
@@ -347,8 +366,10 @@ class OriginShield(_Shield):
                 await self.app(scope, receive, send)
             else:
                 await self._refuse(scope, send)
-        elif kind == "lifespan" and self._manage:
-            await self._lifespan(scope, receive, send)
+        elif kind == "lifespan" and (self._manage or self._probe is not None):
+            if self._probe is not None:
+                self._probe.startup()
+            await (self._lifespan if self._manage else self.app)(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 

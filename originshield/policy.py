@@ -136,6 +136,7 @@ _SOURCE_MODES: Final = ("cloudfront", "direct", "peer")
 
 UnknownCountry = Literal["reject", "allow"]
 
+_SHARED_V4: Final = ipaddress.IPv4Network("100.64.0.0/10")
 _COUNTRY = re.compile(r"[A-Z]{2}")
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Z-]+")  # RFC 9110 token, upper case
 
@@ -322,6 +323,45 @@ class Policy:
         Give it a :class:`Route` for the health path only: it is an exemption, never a bypass.
         """
         return cls(name, cidrs=tuple(_network(c, f"policy {name!r}: cidrs") for c in cidrs), source="peer")
+
+    @classmethod
+    def vpc_origin(
+        cls, cidrs: Iterable[str | Network], name: str = "cloudfront-vpc-origin", **options: object
+    ) -> Policy:
+        """Topology 4, CloudFront VPC origins: the private peer in your VPC, and the secret header.
+
+        With a VPC origin, CloudFront reaches a private ALB, NLB or EC2 instance through network
+        interfaces it manages in your VPC's subnets (AWS CloudFront Developer Guide, "Restrict
+        access with VPC origins"). The socket peer is a private address of your VPC (the VPC
+        origin's interface, or the internal ALB's node that received from it), never a public
+        CloudFront address, so ``cloudfront-origin-facing`` would refuse everything. The peer
+        check keeps out the rest of your network (peered VPCs, VPN, other workloads in shared
+        subnets); the secret header, added by *your* distribution only, stays the proof that the
+        request went through it (its WAF, geo restriction, signed URLs), whichever distribution
+        (another of yours, or one in an account the VPC origin is shared with) can reach the origin.
+
+        ``cidrs``: the VPC (or the subnets of the VPC origin and of the internal load balancer);
+        private networks only. The checked address is the socket peer (``source="peer"``):
+        forwarding headers are not needed to decide, whoever appended them.
+        """
+        nets = tuple(_network(c, f"policy {name!r}: cidrs") for c in ([cidrs] if isinstance(cidrs, str) else cidrs))
+        # IPv4 only: a VPC's IPv6 block is global unicast; 100.64.0.0/10 (RFC 6598) is a valid VPC CIDR.
+        public = [str(n) for n in nets if n.version == 4 and not (n.is_private or n.subnet_of(_SHARED_V4))]
+        if public:
+            raise ConfigError(
+                f"policy {name!r}: cidrs {', '.join(public)} are not private: a VPC origin reaches the origin from "
+                "private addresses of your VPC (CloudFront's public ranges are not what it sees)"
+            )
+        if options.get("require_secret", True) is not True:
+            raise ConfigError(
+                f"policy {name!r}: require_secret must stay true: only the secret proves your distribution"
+            )
+        if options.get("selectors"):
+            raise ConfigError(f"policy {name!r}: no AWS selectors: a VPC origin's peers are private VPC addresses")
+        if options.get("source", "peer") != "peer":
+            raise ConfigError(f"policy {name!r}: source must be 'peer' (the VPC origin's or internal ALB's address)")
+        options.update(require_secret=True, source="peer")
+        return cls(name, cidrs=nets, **options)  # type: ignore[arg-type]
 
     # -- derived -------------------------------------------------------------------------------------
 

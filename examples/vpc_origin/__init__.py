@@ -1,0 +1,1 @@
+"""Example: see originshield.toml in this directory."""
