@@ -1054,8 +1054,8 @@ class Refresher(SnapshotHolder):
         else:
             if state.url == self.url:
                 self._etag, self._last_modified, self._validators_url = state.etag, state.last_modified, self.url
-                if state.checked_at > 0:
-                    self._last_success = state.checked_at
+            if state.checked_at > 0:  # confirmed current by its source (validators stay with their URL)
+                self._last_success = state.checked_at
             self._forced = state.forced
         self._doc, self._held, self._recent = cached, held, recent
         if held:
