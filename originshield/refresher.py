@@ -789,6 +789,7 @@ class Refresher(SnapshotHolder):
             return self._fetch_and_apply(force, expected_md5)
 
     def _fetch_and_apply(self, force: bool, expected_md5: str | None) -> RefreshResult:
+        started = time.monotonic()
         source: Source = "network"
         sig: FileSignature | None = None
         if self._local_path is not None:
@@ -831,7 +832,9 @@ class Refresher(SnapshotHolder):
                 "md5-mismatch",
             )
         try:
-            parsed = self._parse(body, source)
+            # One deadline for the download and the worker exchange together (at least a second
+            # for the worker; past it the document is parsed in this process, in slices).
+            parsed = self._parse(body, source, max(1.0, self._deadline - (time.monotonic() - started)))
         except RangesError as exc:
             return self._result("refused", f"invalid document from {self.url}: {exc}", "invalid-document")
         result = self._apply(parsed, source, force=force)
@@ -851,10 +854,10 @@ class Refresher(SnapshotHolder):
             self._ssl_context = ssl.create_default_context()
         return self._ssl_context
 
-    def _parse(self, body: bytes, source: str) -> _Parsed:
+    def _parse(self, body: bytes, source: str, timeout: float | None = None) -> _Parsed:
         if self._parse_worker:
             try:
-                payload = _ParseWorker.parse(self._worker_request(), body, self._deadline)
+                payload = _ParseWorker.parse(self._worker_request(), body, timeout or self._deadline)
                 return _from_worker(payload, source, self._interner, self._doc, self._doc_id, pause=_Pacer())
             except _WorkerUnavailable as exc:
                 self._count("worker-error")
@@ -949,51 +952,44 @@ class Refresher(SnapshotHolder):
             contains = membership
             removed = [r for r in membership.candidates_removed() if not membership(r)]
         held: dict[Record, HeldEntry] = {}
-        released = 0
+        released: list[Record] = []
         for rec, entry in self._held.items():
             if contains(rec):
                 continue  # re-added: nothing to hold any more
             if entry.confirmations + 1 >= self._confirmations:
-                released += 1  # confirmed by enough newer publications: the removal is real
+                released.append(rec)  # confirmed by enough newer publications: the removal is real
             else:
                 held[rec] = replace(entry, confirmations=entry.confirmations + 1)
         if released:
-            logger.info("shrink guard: %d held-back removal(s) confirmed and applied", released)
+            logger.info("shrink guard: %d held-back removal(s) confirmed and applied", len(released))
         horizon = now - self._shrink_window
         recent = {rec: at for rec, at in self._recent.items() if at >= horizon and not contains(rec)}
+        # Applied removals, confirmed ones included, count against the window's threshold.
+        recent.update(dict.fromkeys(released, now))
         if not removed:
             return held, recent, 0, 0.0
-        share = max(self._lost_share(sel, doc, removed, held, recent) for sel in self._selectors)
+        share = self._lost_share(doc, held, recent)
         if share <= self._shrink_threshold:
-            for rec in removed:
-                recent.setdefault(rec, now)
+            recent.update(dict.fromkeys(removed, now))
             return held, recent, 0, share
         for rec in removed:
             held.setdefault(rec, HeldEntry(_compact_line(rec), doc.sync_token, now))
         return held, recent, len(removed), share
 
-    def _lost_share(
-        self,
-        sel: Selector,
-        doc: AwsIpRanges,
-        removed: Sequence[Record],
-        held: Iterable[Record],
-        recent: Iterable[Record],
-    ) -> float:
-        """Share of ``sel``'s baseline address space (per IP version, the largest) that ``doc`` plus
-        what stays held no longer covers; 0 when ``doc`` removes nothing ``sel`` selects."""
-        versions = {r.prefix.version for r in sel.select(removed)}
-        if not versions:
-            return 0.0
-        held, pause = tuple(sel.select(held)), _Pacer()
-        before = (*sel.apply(self._doc).records, *held, *sel.select(recent))
-        after = (*sel.apply(doc).records, *held)
+    def _lost_share(self, doc: AwsIpRanges, held: Iterable[Record], recent: Iterable[Record]) -> float:
+        """The largest share, over the selections and IP versions, of the baseline address space
+        (the document in service, what it holds back, and the removals applied within the window)
+        that ``doc`` plus ``held`` no longer covers."""
+        held, recent, pause = tuple(held), tuple(recent), _Pacer()
         share = 0.0
-        for version in versions:
-            baseline = _intervals(before, version, pause)
-            total = _size(baseline)
-            if total:
-                share = max(share, (total - _overlap(baseline, _intervals(after, version, pause))) / total)
+        for sel in self._selectors:
+            before = (*sel.apply(self._doc).records, *sel.select(self._held), *sel.select(recent))
+            after = (*sel.apply(doc).records, *sel.select(held))
+            for version in (4, 6):
+                baseline = _intervals(before, version, pause)
+                total = _size(baseline)
+                if total:
+                    share = max(share, (total - _overlap(baseline, _intervals(after, version, pause))) / total)
         return share
 
     def _release_held(self) -> RefreshResult:

@@ -1028,8 +1028,8 @@ def test_worker_differences_agree_with_parsing_in_process(
     parsed: list[_Parsed] = []
     parse = worker._parse
 
-    def observe(body: bytes, source: str) -> _Parsed:
-        result = parse(body, source)
+    def observe(body: bytes, source: str, timeout: float | None = None) -> _Parsed:
+        result = parse(body, source, timeout)
         parsed.append(result)
         return result
 
