@@ -265,9 +265,7 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         self._ctx = context
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(
-            functools.partial(_WatchedHTTPS, watchdog=self._watchdog), req, context=self._ctx
-        )
+        return self.do_open(functools.partial(_WatchedHTTPS, watchdog=self._watchdog), req, context=self._ctx)
 
 
 def _fetch_http(

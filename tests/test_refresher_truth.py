@@ -6,7 +6,6 @@ every process is a real process, and every refresh is timed against its deadline
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
@@ -15,7 +14,9 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import pytest
 from originshield.aws import AwsIpRanges, Record, Selector
 from originshield.cli import main
 from originshield.errors import RangesError
+from originshield.fetch import md5_hex
 from originshield.refresher import Refresher, _Interner, _Pacer, _parse_document, _ParseWorker
 
 from .test_refresher import (
@@ -34,10 +36,24 @@ from .test_refresher import (
     _Handler,
     _refresher,
     _Server,
-    server,  # noqa: F401 - the fixture
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    srv = _Server()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.release.set()  # ends every dripping handler
+        srv.shutdown()
+        srv.server_close()
+
+
 UNREACHABLE = "http://127.0.0.1:9/ip-ranges.json"  # the discard port: connection refused
 
 #: Deadline of the fault tests, and the slack allowed past it (thread wake-ups on a loaded machine).
@@ -320,7 +336,7 @@ def test_an_md5_mismatch_keeps_the_data_and_retries_until_the_announced_document
         h.send_body(RAW[1] if len(served) <= 2 else announced)
 
     server.action = propagating
-    result, took = _timed(refresher, expected_md5=hashlib.md5(announced).hexdigest())
+    result, took = _timed(refresher, expected_md5=md5_hex(announced))
     assert result.outcome == "applied", result
     assert refresher.current.sync_token == _doc(announced).sync_token
     assert len(served) == 3
@@ -380,15 +396,15 @@ def test_held_records_survive_in_a_new_process_with_the_source_unreachable(serve
     # origin-facing IPv4 space: it holds the removals back and writes the state in service.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     fetch = [sys.executable, "-m", "originshield", "fetch", "--cache", str(cache), "--json", "--url"]
-    assert subprocess.run([*fetch, str(seed)], capture_output=True, env=env, timeout=60).returncode == 0
-    server.serve(_edit(RAW[-1], token + 60, _shrink_origin_facing_v4(0.6)))
-    done = subprocess.run([*fetch, server.url], capture_output=True, env=env, timeout=60)
+    assert subprocess.run([*fetch, str(seed)], check=False, capture_output=True, env=env, timeout=60).returncode == 0
+    shrunk = _edit(RAW[-1], token + 60, _shrink_origin_facing_v4(0.6))
+    server.serve(shrunk)
+    done = subprocess.run([*fetch, server.url], check=False, capture_output=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["result"]["held_back"] > 0
     # Process 2: a new process on the same cache, the source unreachable, serves the held records.
-    dropped = [
-        r for r in ORIGIN_FACING.apply(_doc(RAW[-1])) if r not in set(_doc(_edit(RAW[-1], token + 60, _shrink_origin_facing_v4(0.6))).records)
-    ]
+    kept = set(_doc(shrunk).records)
+    dropped = [r for r in ORIGIN_FACING.apply(_doc(RAW[-1])) if r not in kept]
     assert dropped
     probe = _probe(cache, _addresses(dropped))
     assert probe["source"] == "cache"
@@ -396,6 +412,7 @@ def test_held_records_survive_in_a_new_process_with_the_source_unreachable(serve
     # `status --json` in yet another process lists them, with their provenance.
     status = subprocess.run(
         [sys.executable, "-m", "originshield", "status", "--cache", str(cache), "--json"],
+        check=False,
         capture_output=True,
         env=env,
         timeout=60,
@@ -417,8 +434,12 @@ def test_held_records_survive_a_worker_killed_and_respawned(server: _Server, tmp
     assert worker.refresh_now().held_back > 0
     dropped = list(worker.current.held_back)
     victim = subprocess.Popen(
-        [sys.executable, "-c", "import time; from originshield.refresher import Refresher; "
-         f"Refresher({UNREACHABLE!r}, cache_dir={str(tmp_path)!r}); print('up', flush=True); time.sleep(60)"],
+        [
+            sys.executable,
+            "-c",
+            "import time; from originshield.refresher import Refresher; "
+            f"Refresher({UNREACHABLE!r}, cache_dir={str(tmp_path)!r}); print('up', flush=True); time.sleep(60)",
+        ],
         stdout=subprocess.PIPE,
         cwd=ROOT,
     )
