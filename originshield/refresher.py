@@ -992,13 +992,13 @@ class Refresher(SnapshotHolder):
                     share = max(share, (total - _overlap(baseline, _intervals(after, version, pause))) / total)
         return share
 
-    def _release_held(self) -> RefreshResult:
+    def _release_held(self, *, persist: bool = True) -> RefreshResult:
         if not self._held:
             return self._result("unchanged", "no removals held back")
         count = len(self._held)
         self.publish(self._doc, self.current.source)
         self._held, self._recent, self._forced = {}, {}, True
-        error = self._persist()
+        error = self._persist() if persist else None
         logger.warning("shrink guard: %d held-back removal(s) applied by an operator", count)
         result = self._result("applied", f"{count} held-back removal(s) applied by an operator")
         return result if error is None else replace(result, cache_error=error)
@@ -1076,7 +1076,9 @@ class Refresher(SnapshotHolder):
         if sig == self._cache_sig:
             state = cache.read_meta().state
             if state is not None and state.sync_token == self._doc.sync_token and state.forced and self._held:
-                return self._release_held()  # an operator forced it in another process
+                # An operator forced it in another process, which wrote that state already (and
+                # this may run without the lock: no read-modify-write of the metadata here).
+                return self._release_held(persist=False)
             return None
         try:
             found = cache.read_state(self._max_bytes)

@@ -467,3 +467,37 @@ def test_history_replay_with_a_restart_at_every_step_serves_the_same_state(serve
             if sel.apply(restarted.current.ranges).prefixes() != sel.apply(running.current.ranges).prefixes():
                 mismatches += 1
     assert mismatches == 0
+
+
+def test_stale_reject_at_start_waits_for_the_first_attempt_instead_of_refusing(server: _Server) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route as StarletteRoute
+    from starlette.testclient import TestClient
+
+    from originshield.middleware import OriginShield
+    from originshield.policy import Policy
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    # Months-old data, max_age an hour: stale from the start; the source answers after a second.
+    refresher = _refresher(server.url, max_age=3600, stale_action="reject", deadline=10.0)
+    assert refresher.current.stale_reject
+    assert refresher.status().freshness == "not yet checked"
+    server.serve(RAW[-1], delay=1.0)
+    shield = OriginShield(
+        Starlette(routes=[StarletteRoute("/{p:path}", hello)]),
+        ranges=refresher,
+        default=Policy.of("edge", selectors=["cloudfront-origin-facing"], source="peer"),
+    )
+    started = time.monotonic()
+    with TestClient(shield, client=("130.176.1.1", 1)) as edge:  # lifespan startup returns after the attempt
+        waited = time.monotonic() - started
+        response = edge.get("/")
+        assert response.status_code == 200, (response.text, refresher.status().as_dict())  # not 403 ranges_stale
+    assert 1.0 <= waited < 10.0 + 2.0 + SLACK  # deadline + socket timeout
+    assert refresher.status().freshness == "fresh"
+    assert shield.counters.total(reason="ranges_stale", action="rejected") == 0
+    # Fresh data at start (or stale_action = "serve"): no wait at all.
+    assert _refresher(server.url, max_age=3600).wait_first_attempt(0) is True
