@@ -27,15 +27,19 @@ replaced 475 origin-facing IPv6 /48s by one covering /39, which removes no addre
 are applied at once: a guard that refused a whole document after one large change would recreate
 the very outage this product exists to prevent. Held removals are applied when ``confirmations``
 newer publications confirm them, or when an operator forces it (``refresh_now(force=True)``,
-``release_held()``, ``originshield fetch --force``).
+``release_held()``, ``originshield fetch --force``). The baseline is the last confirmed state over
+``shrink_window``, not only the previous publication (a shrink in small steps adds up), and the
+guard's state is written to the cache with the document (see :mod:`originshield.cachefile`), so
+every process starting on the cache serves exactly what the others serve.
 
 **Not stalling the event loop.** Under saturating load every CPU millisecond the refresher spends
 in the server process is one less for requests, and ``json.loads`` of the 2.6 MB document alone
 holds the GIL for about 30 ms. So the document is parsed and validated (the core parser's rules)
 in a long-lived worker process at the lowest CPU priority (one per process, started on first use),
 which remembers the documents it described and answers with the new document as a *difference*
-to the one in service: runs of unchanged records, the few new ones, where each service / region /
-border group occurs, and the shrink guard's share of lost address space. The refresher builds the
+to the one in service: runs of unchanged records, the few new ones, and where each service /
+region / border group occurs (the shrink guard then measures only the policies' selections, over
+the window, in this process, and only when something was removed). The refresher builds the
 record tuple from slices of the old one and creates only the new records; selections for the
 policies visit only records carrying a wanted name, and the middleware reuses the trees of
 unchanged selections. An update costs the server process about 6 ms of CPU (most of it receiving
@@ -1642,8 +1646,7 @@ def _scan_document(text: str, on_entry: Callable[[str, int, Any], None], pause: 
 # update: one long-lived child process per process parses and validates the document with the core
 # parser's rules and describes it *relative to the document in service* (which it remembers by an
 # id): which runs of the old records are kept, the few new records, where each service / region /
-# border group occurs (so that selecting for a policy visits only matching records), and the
-# shrink guard's share of lost address space. The refresher rebuilds the record tuple from slices
+# border group occurs (so that selecting for a policy visits only matching records). The refresher rebuilds the record tuple from slices
 # of the old one (C-level copies) and creates only the new records: a few milliseconds of CPU per
 # update instead of ~40, with no long hold of the GIL.
 
