@@ -503,3 +503,15 @@ def test_stale_reject_at_start_waits_for_the_first_attempt_instead_of_refusing(s
     assert shield.counters.total(reason="ranges_stale", action="rejected") == 0
     # Fresh data at start (or stale_action = "serve"): no wait at all.
     assert _refresher(server.url, max_age=3600).wait_first_attempt(0) is True
+
+
+def test_a_cache_file_without_its_state_is_guarded_against_the_embedded_snapshot(tmp_path: Path) -> None:
+    # The measurement: a newer cache file missing most of the origin-facing space (written by
+    # hand or by an older version, so without the state in service) was served at once.
+    shrunk = _edit(RAW[-1], _doc(RAW[-1]).sync_token + 60, _shrink_origin_facing_v4(0.66))
+    (tmp_path / "ip-ranges.json").write_bytes(shrunk)
+    refresher = Refresher(UNREACHABLE, cache_dir=tmp_path, selectors=[ORIGIN_FACING], initial=_doc(RAW[-1]))
+    assert refresher.current.source == "cache"
+    assert refresher.current.sync_token == _doc(shrunk).sync_token
+    assert refresher.current.held_back  # the removals are held, not served at once
+    assert _covered(refresher.current.ranges) == 1.0
