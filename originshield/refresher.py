@@ -1646,9 +1646,9 @@ def _scan_document(text: str, on_entry: Callable[[str, int, Any], None], pause: 
 # update: one long-lived child process per process parses and validates the document with the core
 # parser's rules and describes it *relative to the document in service* (which it remembers by an
 # id): which runs of the old records are kept, the few new records, where each service / region /
-# border group occurs (so that selecting for a policy visits only matching records). The refresher rebuilds the record tuple from slices
-# of the old one (C-level copies) and creates only the new records: a few milliseconds of CPU per
-# update instead of ~40, with no long hold of the GIL.
+# border group occurs (so that selecting for a policy visits only matching records). The
+# refresher rebuilds the record tuple from slices of the old one (C-level copies) and creates only
+# the new records: a few milliseconds of CPU per update instead of ~40, with no long hold of the GIL.
 
 _BAD_NAME_CHARS: Final = frozenset("\t\n\r")
 #: A document the worker cannot describe in fewer runs than this is sent whole (AWS reordered it).

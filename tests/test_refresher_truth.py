@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -515,3 +516,29 @@ def test_a_cache_file_without_its_state_is_guarded_against_the_embedded_snapshot
     assert refresher.current.sync_token == _doc(shrunk).sync_token
     assert refresher.current.held_back  # the removals are held, not served at once
     assert _covered(refresher.current.ranges) == 1.0
+
+
+def test_explain_and_export_read_the_served_state_held_records_included(
+    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .configs import alb_config
+
+    cache = tmp_path / "cache"
+    shrunk = _edit(RAW[-1], _doc(RAW[-1]).sync_token + 60, _shrink_origin_facing_v4(0.6))
+    worker = _refresher(server.url, initial=RAW[-1], selectors=[ORIGIN_FACING], cache_dir=cache)
+    server.serve(shrunk)
+    assert worker.refresh_now().held_back
+    held = list(worker.current.held_back)
+    monkeypatch.setenv("OS_TRUTH_SECRET", "truth-secret-" + "t" * 20)
+    path = tmp_path / "originshield.toml"
+    ranges = f'source = "{UNREACHABLE}"\ncache_dir = "{cache}"\nrefresh = false'
+    path.write_text(alb_config("OS_TRUTH_SECRET").replace('source = "embedded"', ranges), encoding="utf-8")
+    for ip in _addresses(held)[:2]:  # each run loads the configuration and the cache anew
+        args = ["--peer", "10.0.4.4", "--header", f"X-Forwarded-For: 203.0.113.9, {ip}", "--with-secret", "--json"]
+        assert main(["explain", "--config", str(path), *args]) == 0
+        assert json.loads(capsys.readouterr().out)["action"] == "allowed", ip
+    assert main(["export", "--config", str(path), "--format", "json"]) == 0
+    exported = [ipaddress.IPv4Network(c) for c in re.findall(r"[0-9.]+/[0-9]+", capsys.readouterr().out)]
+    held_v4 = [r.prefix for r in held if isinstance(r.prefix, ipaddress.IPv4Network)]
+    assert held_v4
+    assert all(any(p.subnet_of(n) for n in exported) for p in held_v4)
