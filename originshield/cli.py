@@ -503,8 +503,8 @@ def run_fetch(
     """``originshield fetch``: one refresh now (validated, cached atomically when ``cache_dir`` is set).
 
     Running workers that share ``cache_dir`` pick the result up without fetching. Exit 0 when the
-    source answered with valid data (applied, not modified or unchanged), 1 when it failed or
-    the document was refused.
+    source answered with valid data (applied, not modified or unchanged), 1 when it failed, the
+    document was refused, or the cache directory could not be written.
     """
     from .aws import PRESETS, Selector  # noqa: PLC0415
     from .refresher import Refresher  # noqa: PLC0415 - not needed by the other commands
@@ -567,7 +567,8 @@ def _add_refresher_commands(sub: Any) -> None:
         help="fetch and validate the ranges now, updating the cache the workers share",
         description="Download the ranges (conditional request, gzip, size and time limits), validate them (schema, "
         "syncToken not older, optional MD5, shrink guard) and write them atomically to the cache directory, where "
-        "running workers pick them up without fetching. Exit 0 ok, 1 failed or refused, 2 bad input.",
+        "running workers pick them up without fetching. Exit 0 ok, 1 failed, refused or the cache not written, "
+        "2 bad input.",
     )
     p.add_argument("--url", default=DEFAULT_URL, help="the ranges source: https://, http://, file:// or a path")
     p.add_argument("--cache", metavar="DIR", help="the cache directory the workers share (default: validate only)")
