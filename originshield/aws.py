@@ -35,6 +35,8 @@ __all__ = [
     "Selection",
     "Selector",
     "load",
+    "loads_strict",
+    "strict_decoder",
 ]
 
 #: Where AWS publishes the document (AWS General Reference, "AWS IP address ranges").
@@ -337,13 +339,47 @@ def _decompress(data: bytes) -> bytes:
     return out
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 8259 4: names "SHOULD be unique"; parsers disagree on which duplicate wins (json.loads
+    # keeps the last, others the first), so a document with two ``prefixes`` lists could mean one
+    # thing to one reader and another to the next. Refused, wherever it is parsed.
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise RangesError(f"duplicate key {dup!r}")
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259 6); json.loads accepts them by default.
+    raise RangesError(f"not a JSON document: {name} is not a JSON value")
+
+
+def strict_decoder() -> json.JSONDecoder:
+    """The one JSON grammar of ip-ranges.json everywhere (network, cache file, embedded, the parse
+    worker): RFC 8259 strictly, with duplicate object keys and NaN/Infinity refused."""
+    return json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+
+
+_DECODER: Final = strict_decoder()
+
+
+def loads_strict(data: bytes | str) -> Any:
+    """``json.loads`` with :func:`strict_decoder`'s rules; raises :class:`RangesError`."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return _DECODER.decode(text)
+    except RangesError:
+        raise
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RangesError(f"not a JSON document: {exc}") from None
+
+
 def _parse(data: bytes, source: str) -> AwsIpRanges:
     if not data.strip():
         raise RangesError("empty document")
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RangesError(f"not a JSON document: {exc}") from None
+    doc = loads_strict(data)
     if not isinstance(doc, dict):
         raise RangesError(f"top level must be a JSON object, got {type(doc).__name__}")
     sync_token = _sync_token(doc.get("syncToken"))

@@ -514,11 +514,14 @@ def _print_refresher_status(status: Any, as_json: bool, result: Any = None) -> N
                 "reason": result.reason,
                 "message": result.message,
                 "held_back": result.held_back,
+                "cache_error": result.cache_error,
             }
         print(json.dumps(out, indent=2))
         return
     if result is not None:
         print(f"{result.outcome}{f' ({result.reason})' if result.reason else ''}: {result.message}")
+        if result.cache_error:
+            print(f"error: {result.cache_error}", file=sys.stderr)
     print(
         f"syncToken {data['sync_token']}, createDate {data['create_date']} "
         f"({status.age.total_seconds() / 86400:.1f} days old), source {data['source']}"
@@ -528,9 +531,15 @@ def _print_refresher_status(status: Any, as_json: bool, result: Any = None) -> N
         f"consecutive failures: {data['consecutive_failures']}"
     )
     stale = "STALE" if data["stale"] else "fresh"
+    if status.freshness == "not yet checked":  # by its age only: no process has asked the source yet
+        stale += ", not yet checked with the source"
     print(f"{stale} (max age {status.max_age}; when stale: {data['stale_action']})")
-    held = data["held_back"]
-    print(f"held back by the shrink guard: {len(held) if isinstance(held, list) else 0} record(s)")
+    print(f"held back by the shrink guard: {status.held_back_count} record(s)")
+    for held in status.held_back_records:
+        print(f"  {held.record} (dropped in syncToken {held.dropped_in}, confirmed {held.confirmations}x)")
+    if status.shared_failures:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(status.shared_failures.items()))
+        print(f"failures of every process sharing the cache: {kinds}")
     if data["cache_path"]:
         print(f"cache: {data['cache_path']}")
 
@@ -560,15 +569,31 @@ def run_fetch(
     """``originshield fetch``: one refresh now (validated, cached atomically when ``cache_dir`` is set).
 
     Running workers that share ``cache_dir`` pick the result up without fetching. Exit 0 when the
-    source answered with valid data (applied, not modified or unchanged), 1 when it failed or
-    the document was refused.
+    source answered with valid data (applied, not modified or unchanged), 1 when it failed, the
+    document was refused, or the cache directory could not be written.
     """
+    from .aws import PRESETS, Selector  # noqa: PLC0415
     from .refresher import Refresher  # noqa: PLC0415 - not needed by the other commands
 
-    refresher = Refresher(url, cache_dir=cache_dir, timeout=timeout, max_age=max_age)
+    # Without a configuration the policies' selections are unknown: guard every preset, so that
+    # no cache a preset-based configuration would refuse is written (issue 13: a document without
+    # CLOUDFRONT_ORIGIN_FACING written here made every edge refused), and say what was not checked.
+    presets = [Selector.preset(name) for name in PRESETS]
+    refresher = Refresher(url, cache_dir=cache_dir, timeout=timeout, max_age=max_age, selectors=presets)
     result = refresher.refresh_now(force=force, expected_md5=md5)
     _print_refresher_status(refresher.status(), as_json, result)
-    return EXIT_OK if result.ok else EXIT_NEGATIVE
+    if not as_json:
+        print(
+            f"checked the selections of the presets ({', '.join(PRESETS)}); region:, service: and border-group "
+            "selections of a configuration were not checked: use --config FILE to check them",
+            file=sys.stderr,
+        )
+    return _fetch_exit(result)
+
+
+def _fetch_exit(result: Any) -> int:
+    # The cache is what the workers serve: a fetch that could not write it did not do its job.
+    return EXIT_OK if result.ok and result.cache_error is None else EXIT_NEGATIVE
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -608,7 +633,8 @@ def _add_refresher_commands(sub: Any) -> None:
         help="fetch and validate the ranges now, updating the cache the workers share",
         description="Download the ranges (conditional request, gzip, size and time limits), validate them (schema, "
         "syncToken not older, optional MD5, shrink guard) and write them atomically to the cache directory, where "
-        "running workers pick them up without fetching. Exit 0 ok, 1 failed or refused, 2 bad input.",
+        "running workers pick them up without fetching. Exit 0 ok, 1 failed, refused or the cache not written, "
+        "2 bad input.",
     )
     p.add_argument("--url", default=DEFAULT_URL, help="the ranges source: https://, http://, file:// or a path")
     p.add_argument("--cache", metavar="DIR", help="the cache directory the workers share (default: validate only)")
@@ -775,7 +801,7 @@ def _cmd_fetch_config(args: argparse.Namespace) -> int:
     refresher = _config_refresher(args)
     result = refresher.refresh_now(force=args.force, expected_md5=args.md5)
     _print_refresher_status(refresher.status(), args.json, result)
-    return EXIT_OK if result.ok else EXIT_NEGATIVE
+    return _fetch_exit(result)
 
 
 def _config_refresher(args: argparse.Namespace) -> Any:

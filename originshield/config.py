@@ -32,6 +32,7 @@ Schema (every key optional unless marked)::
     max_age = 86400                    # seconds without a confirmed refresh before "stale"
     stale_action = "serve"             # or "reject"
     shrink_threshold = 0.25
+    shrink_window = 604800             # seconds over which the shrink guard adds up removals
     timeout = 10
 
     [secret]
@@ -135,6 +136,7 @@ _RANGES_KEYS: Final = (
     "max_age",
     "stale_action",
     "shrink_threshold",
+    "shrink_window",
     "timeout",
 )
 _SECRET_KEYS: Final = ("header", "env", "file")
@@ -177,6 +179,7 @@ class RangesSettings:
     max_age: float = 86400.0
     stale_action: str = "serve"
     shrink_threshold: float = 0.25
+    shrink_window: float = 7 * 86400.0
     timeout: float = 10.0
 
     @property
@@ -332,6 +335,7 @@ class Config:
                 max_age=r.max_age,
                 stale_action=r.stale_action,  # type: ignore[arg-type]  # validated by the loader
                 shrink_threshold=r.shrink_threshold,
+                shrink_window=r.shrink_window,
                 timeout=r.timeout,
                 watchers=watchers,
                 initial=initial,
@@ -679,6 +683,7 @@ class _Loader:
             max_age=self.number(table.get("max_age", 86400), "ranges.max_age"),
             stale_action=stale_action,
             shrink_threshold=shrink,
+            shrink_window=self.number(table.get("shrink_window", 7 * 86400), "ranges.shrink_window"),
             timeout=self.number(table.get("timeout", 10), "ranges.timeout"),
         )
 

@@ -5,8 +5,13 @@ Why each bound exists:
 - Certificate verification with the default SSL context: the document decides who may reach the
   origin, so a man-in-the-middle must not be able to substitute it. Redirects from ``https`` to
   ``http`` are refused for the same reason.
-- A socket timeout (connect and every read) and a total deadline: a stalled or slow-dripping server
-  must not pin the refresher thread (the "slow loris" of clients).
+- A socket timeout (connect and every read) and a total deadline enforced by a watchdog that shuts
+  the connection's socket down when it passes: a server that drips its headers or body one byte at
+  a time defeats any per-read timeout (the "slow loris" of clients), never the watchdog. The fetch
+  ends by its deadline whatever the peer does (name resolution aside: getaddrinfo cannot be
+  interrupted; the system resolver's own timeouts bound it).
+- A header block cut off by the peer is an error, not an empty 200: http.client reads end-of-file
+  in the headers as their end.
 - A maximum size for the body and for its decompressed form: a runaway response or a gzip bomb must
   not exhaust memory before validation even starts.
 - Conditional requests (RFC 9110 13.1: ``If-None-Match`` with the last ETag, ``If-Modified-Since``
@@ -19,17 +24,20 @@ through an egress proxy.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import http.client
 import os
+import socket
 import ssl
-import time
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
 from dataclasses import dataclass
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from .errors import OriginShieldError
 
@@ -133,6 +141,133 @@ def local_path(url: str) -> str | None:
     return None
 
 
+class _Watchdog:
+    """Shuts down every socket of one fetch when its deadline passes.
+
+    It keeps its own duplicate of each socket (``sock.dup()``): TLS wraps, and detaches, the
+    original object, but a shutdown(2) through any descriptor reaches the connection itself, so a
+    read blocked in ``SSL_read`` or ``recv`` in the fetching thread returns at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self.expired = False
+        self._timer = threading.Timer(max(0.0, seconds), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        dup = sock.dup()
+        with self._lock:
+            if not self.expired:
+                self._socks.append(dup)
+                return
+        dup.close()
+        sock.close()
+        raise TimeoutError("the fetch deadline passed while connecting")
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._socks:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            sock.close()
+
+
+class _HeadersCut(http.client.HTTPException):
+    pass
+
+
+class _TrackedFile:
+    """The response's file object, noting an end-of-file met while the header block is read."""
+
+    def __init__(self, fp: Any) -> None:
+        self._fp = fp
+        self.in_headers = True
+        self.eof_in_headers = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self._fp.readline(limit)
+        if self.in_headers and not line:
+            self.eof_in_headers = True
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fp, name)
+
+
+class _CheckedResponse(http.client.HTTPResponse):
+    """An HTTPResponse that refuses a header block without its terminating empty line (RFC 9112
+    2.1): http.client takes end-of-file for the end of the headers, so a connection cut in the
+    middle of them would read as a complete response with an empty (close-delimited) body."""
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp: Any = _TrackedFile(self.fp)
+
+    def begin(self) -> None:
+        super().begin()
+        tracked = self.fp
+        if isinstance(tracked, _TrackedFile):
+            tracked.in_headers = False
+            if tracked.eof_in_headers:
+                raise _HeadersCut("the connection ended inside the response header block")
+
+
+def _watch_connections(conn: http.client.HTTPConnection, watchdog: _Watchdog) -> None:
+    create = conn._create_connection  # type: ignore[attr-defined]  # http.client's documented test hook
+
+    def create_and_watch(*args: Any, **kwargs: Any) -> socket.socket:
+        sock: socket.socket = create(*args, **kwargs)
+        watchdog.watch(sock)
+        return sock
+
+    conn._create_connection = create_and_watch  # type: ignore[attr-defined]
+
+
+class _WatchedHTTP(http.client.HTTPConnection):
+    response_class = _CheckedResponse
+
+    def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _watch_connections(self, watchdog)
+
+
+class _WatchedHTTPS(http.client.HTTPSConnection):
+    response_class = _CheckedResponse
+
+    def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _watch_connections(self, watchdog)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, watchdog: _Watchdog) -> None:
+        super().__init__()
+        self._watchdog = watchdog
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(_WatchedHTTP, watchdog=self._watchdog), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, watchdog: _Watchdog, context: ssl.SSLContext) -> None:
+        super().__init__(context=context)
+        self._watchdog = watchdog
+        self._ctx = context
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(_WatchedHTTPS, watchdog=self._watchdog), req, context=self._ctx)
+
+
 def _fetch_http(
     url: str,
     *,
@@ -150,26 +285,58 @@ def _fetch_http(
     if last_modified:
         headers["If-Modified-Since"] = last_modified
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 - scheme checked by the caller
-    handlers: list[urllib.request.BaseHandler] = [_NoDowngradeRedirect()]
+    watchdog = _Watchdog(deadline)
+    try:
+        return _fetch_watched(url, request, watchdog, etag, last_modified, timeout, deadline, max_bytes, context)
+    except FetchError:
+        raise
+    except (OSError, http.client.HTTPException) as exc:
+        if watchdog.expired:
+            raise FetchError("timeout", f"{url}: not complete within the deadline of {deadline}s") from None
+        raise FetchError("network-error", f"{url}: {exc!r}") from None
+    finally:
+        watchdog.close()
+
+
+def _fetch_watched(  # noqa: PLR0917 - one call site
+    url: str,
+    request: urllib.request.Request,
+    watchdog: _Watchdog,
+    etag: str | None,
+    last_modified: str | None,
+    timeout: float,
+    deadline: float,
+    max_bytes: int,
+    context: ssl.SSLContext | None,
+) -> FetchResult:
+    handlers: list[urllib.request.BaseHandler] = [_NoDowngradeRedirect(), _HTTPHandler(watchdog)]
     if url.startswith("https:"):
         # Creating a context loads the CA bundle (tens of milliseconds): callers pass one to reuse.
-        handlers.append(urllib.request.HTTPSHandler(context=context or ssl.create_default_context()))
+        handlers.append(_HTTPSHandler(watchdog, context or ssl.create_default_context()))
     opener = urllib.request.build_opener(*handlers)
-    started = time.monotonic()
+    too_late = f"{url}: not complete within the deadline of {deadline}s"
     try:
-        response = opener.open(request, timeout=timeout)
+        response = opener.open(request, timeout=min(timeout, deadline))
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 304:
             return FetchResult("not-modified", b"", etag, last_modified, 0, False)
         raise FetchError("http-error", f"HTTP {exc.code} {exc.reason} from {url}") from None
     except TimeoutError:
-        raise FetchError("timeout", f"timed out connecting to {url} after {timeout}s") from None
+        raise FetchError("timeout", too_late if watchdog.expired else f"{url}: no answer for {timeout}s") from None
     except urllib.error.URLError as exc:
+        if watchdog.expired:
+            raise FetchError("timeout", too_late) from None
         if isinstance(exc.reason, TimeoutError):
             raise FetchError("timeout", f"timed out connecting to {url} after {timeout}s") from None
         raise FetchError("network-error", f"cannot reach {url}: {exc.reason}") from None
+    except _HeadersCut as exc:
+        if watchdog.expired:
+            raise FetchError("timeout", too_late) from None
+        raise FetchError("network-error", f"{url}: {exc}") from None
     except (OSError, http.client.HTTPException) as exc:
+        if watchdog.expired:
+            raise FetchError("timeout", too_late) from None
         raise FetchError("network-error", f"cannot reach {url}: {exc!r}") from None
     with response:
         if response.status != 200:
@@ -184,15 +351,17 @@ def _fetch_http(
                 size += len(chunk)
                 if size > max_bytes:
                     raise FetchError("too-large", f"{url}: body exceeds the limit of {max_bytes} bytes")
-                if time.monotonic() - started > deadline:
-                    raise FetchError("timeout", f"{url}: download took longer than {deadline}s")
                 chunks.append(chunk)
         except TimeoutError:
-            raise FetchError("timeout", f"{url}: no data for {timeout}s") from None
+            raise FetchError("timeout", too_late if watchdog.expired else f"{url}: no data for {timeout}s") from None
         except FetchError:
             raise
         except (OSError, http.client.HTTPException) as exc:  # connection reset, IncompleteRead
+            if watchdog.expired:
+                raise FetchError("timeout", too_late) from None
             raise FetchError("network-error", f"{url}: download interrupted: {exc!r}") from None
+        if watchdog.expired:  # a close-delimited body the watchdog cut short reads as complete
+            raise FetchError("timeout", too_late)
         body = b"".join(chunks)
         encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
         new_etag = response.headers.get("ETag")

@@ -332,6 +332,13 @@ class OriginShield(_Shield):
             kind = message.get("type")
             if kind == "lifespan.startup":
                 self._start_holder()  # start() only spawns a thread
+                # With stale_action = "reject" and stale data, ready only after the first fetch
+                # attempt (bounded by its deadline): else every request of a fresh start is refused.
+                wait = getattr(self.holder, "wait_first_attempt", None)
+                if wait is not None:
+                    import anyio.to_thread  # noqa: PLC0415
+
+                    await anyio.to_thread.run_sync(wait)
                 log_startup(self)
             elif kind == "lifespan.shutdown":
                 import anyio.to_thread  # noqa: PLC0415 - only at shutdown; stop() joins a thread

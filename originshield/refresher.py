@@ -27,15 +27,19 @@ replaced 475 origin-facing IPv6 /48s by one covering /39, which removes no addre
 are applied at once: a guard that refused a whole document after one large change would recreate
 the very outage this product exists to prevent. Held removals are applied when ``confirmations``
 newer publications confirm them, or when an operator forces it (``refresh_now(force=True)``,
-``release_held()``, ``originshield fetch --force``).
+``release_held()``, ``originshield fetch --force``). The baseline is the last confirmed state over
+``shrink_window``, not only the previous publication (a shrink in small steps adds up), and the
+guard's state is written to the cache with the document (see :mod:`originshield.cachefile`), so
+every process starting on the cache serves exactly what the others serve.
 
 **Not stalling the event loop.** Under saturating load every CPU millisecond the refresher spends
 in the server process is one less for requests, and ``json.loads`` of the 2.6 MB document alone
 holds the GIL for about 30 ms. So the document is parsed and validated (the core parser's rules)
 in a long-lived worker process at the lowest CPU priority (one per process, started on first use),
 which remembers the documents it described and answers with the new document as a *difference*
-to the one in service: runs of unchanged records, the few new ones, where each service / region /
-border group occurs, and the shrink guard's share of lost address space. The refresher builds the
+to the one in service: runs of unchanged records, the few new ones, and where each service /
+region / border group occurs (the shrink guard then measures only the policies' selections, over
+the window, in this process, and only when something was removed). The refresher builds the
 record tuple from slices of the old one and creates only the new records; selections for the
 policies visit only records carrying a wanted name, and the middleware reuses the trees of
 unchanged selections. An update costs the server process about 6 ms of CPU (most of it receiving
@@ -68,7 +72,7 @@ import threading
 import time
 import weakref
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import chain
@@ -76,7 +80,7 @@ from typing import Any, Final, Generic, Literal, Protocol, TypeVar, runtime_chec
 
 from . import aws
 from .aws import DEFAULT_URL, AwsIpRanges, Network, Record, Selector
-from .cachefile import CacheFiles, CacheMeta, LockTimeout
+from .cachefile import Attempts, CachedState, CacheFiles, HeldEntry, LockTimeout
 from .errors import ConfigError, RangesError
 from .fetch import FetchError, fetch, local_path, md5_hex
 from .snapshot import SnapshotHolder, Source
@@ -84,6 +88,8 @@ from .snapshot import SnapshotHolder, Source
 __all__ = [
     "FileSignature",
     "FileWatcher",
+    "Freshness",
+    "HeldRecord",
     "RefreshResult",
     "Refresher",
     "RefresherStatus",
@@ -258,10 +264,31 @@ class RefreshResult:
     reason: str | None = None
     #: Records the shrink guard keeps serving although the newest document dropped them.
     held_back: int = 0
+    #: Why the state in service could not be written to the cache directory (None: written, or
+    #: no cache). The data is in service in this process but other processes will not see it.
+    cache_error: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.outcome not in ("refused", "failed")
+
+
+Freshness = Literal["fresh", "stale", "not yet checked"]
+_OUTCOMES: Final = frozenset(("applied", "not-modified", "unchanged", "cache", "refused", "failed"))
+#: AWS's SNS notice can arrive before every edge serves the new file: retries of a fetch whose MD5
+#: differs from the announced one (1 s, 2 s, 4 s: all started within the fetch deadline).
+_MD5_RETRIES: Final = 3
+_MD5_RETRY_FIRST: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRecord:
+    """One record the shrink guard holds back, as ``status`` reports it."""
+
+    record: str
+    dropped_in: int
+    since: datetime | None
+    confirmations: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +328,25 @@ class RefresherStatus:
     running: bool
     cache_path: str | None
     watchers: tuple[WatcherStatus, ...] = ()
+    #: "fresh", "stale", or "not yet checked" (no process has confirmed or even tried the source
+    #: since this data was loaded: the age alone would be a guess).
+    freshness: Freshness = "fresh"
+    #: The held-back records with their provenance (the publication that dropped each).
+    held_back_records: tuple[HeldRecord, ...] = ()
+    #: Failure reason -> count, over every process sharing the cache directory.
+    shared_failures: Mapping[str, int] = field(default_factory=dict)
+    #: Consecutive failed attempts of whichever process last tried, from the cache directory.
+    shared_consecutive_failures: int = 0
+
+    @property
+    def held_back_count(self) -> int:
+        """Records the shrink guard keeps serving although the newest publication dropped them."""
+        return len(self.held_back)
+
+    @property
+    def failures_by_kind(self) -> dict[str, int]:
+        """This process's failures by reason (``timeout``, ``md5-mismatch``, ``worker-error``...)."""
+        return {k: v for k, v in self.counts.items() if k not in _OUTCOMES}
 
     def as_dict(self) -> dict[str, object]:
         def iso(value: datetime | None) -> str | None:
@@ -324,6 +370,20 @@ class RefresherStatus:
             "max_age_seconds": round(self.max_age.total_seconds()),
             "stale_action": self.stale_action,
             "held_back": list(self.held_back),
+            "held_back_count": self.held_back_count,
+            "held_back_records": [
+                {
+                    "record": h.record,
+                    "dropped_in": h.dropped_in,
+                    "since": iso(h.since),
+                    "confirmations": h.confirmations,
+                }
+                for h in self.held_back_records
+            ],
+            "freshness": self.freshness,
+            "failures_by_kind": self.failures_by_kind,
+            "shared_failures": dict(self.shared_failures),
+            "shared_consecutive_failures": self.shared_consecutive_failures,
             "running": self.running,
             "cache_path": self.cache_path,
             "watchers": [
@@ -375,6 +435,8 @@ class Refresher(SnapshotHolder):
         stale_action: StaleAction = "serve",
         shrink_threshold: float = 0.25,
         confirmations: int = 2,
+        shrink_window: float = 7 * 86400.0,
+        future_tolerance: float = 3600.0,
         watchers: Iterable[Reloadable] = (),
         watch_interval: float = 30.0,
         initial: AwsIpRanges | None = None,
@@ -390,6 +452,8 @@ class Refresher(SnapshotHolder):
         _positive("deadline", deadline)
         _positive("max_age", max_age)
         _positive("watch_interval", watch_interval)
+        _positive("shrink_window", shrink_window)
+        _positive("future_tolerance", future_tolerance)
         if not 0 <= jitter < 1:
             raise ConfigError(f"jitter: must be in [0, 1), got {jitter!r}")
         if not 0 < shrink_threshold <= 1:
@@ -418,6 +482,7 @@ class Refresher(SnapshotHolder):
         self._max_age = timedelta(seconds=max_age)
         self.stale_action: StaleAction = stale_action
         self._shrink_threshold, self._confirmations = shrink_threshold, confirmations
+        self._shrink_window, self._future_tolerance = shrink_window, future_tolerance
         self._watch_interval = watch_interval
         self._lock_timeout = lock_timeout if lock_timeout is not None else deadline + 2 * timeout
         self._ssl_context = ssl_context
@@ -427,16 +492,23 @@ class Refresher(SnapshotHolder):
         self.refresh = bool(refresh)
         self._cache = CacheFiles(cache_dir) if cache_dir is not None else None
 
-        # Guard state: the last accepted document (without held records), and held record ->
-        # number of newer publications that confirmed its removal.
-        self._held: dict[Record, int] = {}
+        # Guard state (persisted in the cache metadata, see cachefile): the last accepted
+        # document is self._doc (without held records); held record -> its provenance and the
+        # number of newer publications that confirmed its removal; removals applied within the
+        # window -> when; whether an operator forced the state in service.
+        self._held: dict[Record, HeldEntry] = {}
+        self._recent: dict[Record, float] = {}
+        self._forced = False
         #: The parse worker's id of the document in service (None: it did not describe it), so
         #: that it describes the next document as a difference to this one (see _worker_main).
         self._doc_id: str | None = None
-        self._selectors_wire = [_selector_wire(sel) for sel in self._selectors]
         self._interner = _Interner()
         self._etag: str | None = None
         self._last_modified: str | None = None
+        #: The URL ETag / Last-Modified belong to (RFC 9110 13.1: validators are per resource).
+        self._validators_url: str | None = None
+        #: Set when the first refresh attempt since construction has ended (wait_first_attempt).
+        self._first_attempt = threading.Event()
         self._cache_sig: FileSignature | None = None
         self._source_sig: FileSignature | None = None
 
@@ -462,9 +534,10 @@ class Refresher(SnapshotHolder):
         self._stopped = False
 
         doc, source = self._initial_document(initial)
-        self._interner.seed(doc.records)
-        self._doc = doc
+        self._interner.seed(self._doc.records)
         super().__init__(doc, source)
+        if self._held:  # no listener yet: the first snapshot carries the held records
+            self.current = replace(self.current, held_back=tuple(self._held))
         self._update_stale()
         if self._wants_stale_reject():  # no listener yet: the first snapshot carries the flag
             self.current = replace(self.current, stale_reject=True)
@@ -541,6 +614,8 @@ class Refresher(SnapshotHolder):
         # A short random delay first: the workers of one host (and the hosts of a fleet) started
         # together must not all hit the source in the same second.
         next_refresh = now + random.uniform(0, min(5.0, self._interval))
+        if self._wants_stale_reject() and not self._first_attempt.is_set():
+            next_refresh = now  # requests are refused until fresh data: fetch at once (wait_first_attempt)
         next_watch = now + self._watch_interval
         while not stop.wait(max(0.0, min(next_refresh, next_watch) - time.monotonic())):
             now = time.monotonic()
@@ -613,17 +688,57 @@ class Refresher(SnapshotHolder):
     def refresh_now(self, *, force: bool = False, expected_md5: str | None = None) -> RefreshResult:
         """Fetch, validate and (if newer) apply the source document now, in the calling thread.
 
-        ``force``: apply the removals the shrink guard holds back. ``expected_md5``: the hex MD5
-        of the document, as AWS's SNS ``AmazonIpSpaceChanged`` notification carries it.
+        ``force``: an operator's override: apply the removals the shrink guard holds back, and
+        accept a syncToken older than the one in service (after a bogus far-future publication).
+        ``expected_md5``: the hex MD5 of the document, as AWS's SNS ``AmazonIpSpaceChanged``
+        notification carries it. A document with another MD5 is not the announced publication (the
+        notice can outrun the propagation of the new file): the data in service stays, and the
+        fetch is retried a few times with exponential backoff, all retries starting within the
+        fetch deadline; each mismatch is counted (reason ``md5-mismatch``).
         """
-        return self._refresh(force=force, expected_md5=expected_md5, recently=0.0)
+        result = self._refresh(force=force, expected_md5=expected_md5, recently=0.0)
+        if expected_md5 is None:
+            return result
+        delay, give_up = _MD5_RETRY_FIRST, time.monotonic() + self._deadline
+        for _ in range(_MD5_RETRIES):
+            if result.reason != "md5-mismatch" or time.monotonic() + delay > give_up:
+                break
+            time.sleep(delay)
+            delay *= 2
+            result = self._refresh(force=force, expected_md5=expected_md5, recently=0.0)
+        return result
+
+    def wait_first_attempt(self, timeout: float | None = None) -> bool:
+        """Block until the first refresh attempt since construction has ended, when it matters:
+        with ``stale_action = "reject"`` and stale data at start (every request would otherwise be
+        refused until the first fetch). Bounded by ``timeout`` (default: the fetch deadline plus
+        the socket timeout). True when no wait was needed or the attempt ended in time.
+
+        The middleware calls it on lifespan startup, so the server reports ready only once it has
+        had its chance to fetch fresh data (issue 13: 19 refusals in the first 4 s of each start).
+        """
+        if not (self.refresh and self._wants_stale_reject()):
+            return True
+        return self._first_attempt.wait(self._deadline + self._timeout if timeout is None else timeout)
 
     def release_held(self) -> RefreshResult:
         """Apply the removals the shrink guard holds back, without fetching (an operator's call)."""
         with self._refresh_lock:
-            result = self._release_held()
+            try:
+                with self._cache_locked():
+                    result = self._release_held()
+            except (LockTimeout, OSError) as exc:
+                result = self._result("failed", f"cannot lock the cache: {exc}", "lock-timeout")
         self._record(result)
         return result
+
+    @contextlib.contextmanager
+    def _cache_locked(self) -> Iterator[None]:
+        if self._cache is None:
+            yield
+            return
+        with self._cache.lock(self._lock_timeout):
+            yield
 
     def _refresh(self, *, force: bool, expected_md5: str | None, recently: float) -> RefreshResult:
         with self._refresh_lock:
@@ -634,6 +749,7 @@ class Refresher(SnapshotHolder):
                 logger.exception("refresh failed unexpectedly")
                 result = self._result("failed", f"internal error: {exc!r}", "internal-error")
         self._record(result)
+        self._first_attempt.set()
         return result
 
     def _refresh_locked(self, force: bool, expected_md5: str | None, recently: float) -> RefreshResult:
@@ -646,22 +762,25 @@ class Refresher(SnapshotHolder):
         try:
             with cache.lock(self._lock_timeout) as free:
                 entered = True
-                meta = cache.read_meta()
                 if not free:
                     # Another worker fetched while we waited: take its result, do not fetch again.
                     picked = self._adopt_cache() or picked
-                # Skip the download when some worker confirmed the data in service after we began
-                # (or, on a timer tick, recently enough): N workers cost one fetch per interval.
+                state = cache.read_meta().state
+                # Skip the download when some worker confirmed the data in service, from our URL,
+                # after we began (or, on a timer tick, recently enough): N workers cost one fetch.
                 if (
                     not force
                     and expected_md5 is None
-                    and meta is not None
-                    and meta.sync_token == self.current.sync_token
-                    and meta.checked_at >= started - recently
+                    and state is not None
+                    and state.url == self.url
+                    and state.sync_token == self.current.sync_token
+                    and state.checked_at >= started - recently
                 ):
-                    self._last_success = max(self._last_success or 0.0, meta.checked_at)
+                    self._last_success = max(self._last_success or 0.0, state.checked_at)
                     return picked or self._result("cache", "another worker checked the source recently")
-                return self._fetch_and_apply(force, expected_md5)
+                result = self._fetch_and_apply(force, expected_md5)
+                self._share_attempt(result)
+                return result
         except LockTimeout as exc:
             return picked or self._result("failed", str(exc), "lock-timeout")
         except OSError as exc:
@@ -674,6 +793,7 @@ class Refresher(SnapshotHolder):
             return self._fetch_and_apply(force, expected_md5)
 
     def _fetch_and_apply(self, force: bool, expected_md5: str | None) -> RefreshResult:
+        started = time.monotonic()
         source: Source = "network"
         sig: FileSignature | None = None
         if self._local_path is not None:
@@ -684,11 +804,15 @@ class Refresher(SnapshotHolder):
                 return self._result("failed", f"cannot read {self._local_path}: {exc}", "file-error")
             if sig == self._source_sig and not force and expected_md5 is None:
                 return self._confirmed("not-modified", f"{self._local_path} unchanged")
+        # Conditional headers only for the URL they came from (RFC 9110 13.1: validators belong
+        # to one resource): after the source changes, a 304 must not "confirm" data never
+        # fetched from the new URL.
+        conditional = not force and expected_md5 is None and self._validators_url == self.url
         try:
             fetched = fetch(
                 self.url,
-                etag=None if force or expected_md5 else self._etag,
-                last_modified=None if force or expected_md5 else self._last_modified,
+                etag=self._etag if conditional else None,
+                last_modified=self._last_modified if conditional else None,
                 timeout=self._timeout,
                 deadline=self._deadline,
                 max_bytes=self._max_bytes,
@@ -697,28 +821,35 @@ class Refresher(SnapshotHolder):
         except FetchError as exc:
             return self._result("failed", str(exc), exc.reason)
         if fetched.status == "not-modified":
-            self._update_meta(checked_at=time.time())
-            if force:
-                self._update_meta(forced=True)
-                if self._held:
-                    return self._release_held()
+            if force and self._held:  # the operator's release does not depend on the answer
+                return self._release_held()
+            if not conditional:  # a 304 to an unconditional request confirms nothing
+                return self._result("failed", "304 Not Modified to an unconditional request", "http-error")
+            self._persist(checked_at=time.time())
             return self._confirmed("not-modified", "304 Not Modified")
         body = fetched.body
         if expected_md5 is not None and md5_hex(body) != expected_md5.strip().lower():
             return self._result(
-                "refused", f"MD5 {md5_hex(body)} does not match the expected {expected_md5}", "md5-mismatch"
+                "refused",
+                f"MD5 {md5_hex(body)} does not match the announced {expected_md5}: not the announced "
+                "publication (yet); the data in service stays",
+                "md5-mismatch",
             )
         try:
-            parsed = self._parse(body, source)
+            # One deadline for the download and the worker exchange together (at least a second
+            # for the worker; past it the document is parsed in this process, in slices).
+            parsed = self._parse(body, source, max(1.0, self._deadline - (time.monotonic() - started)))
         except RangesError as exc:
             return self._result("refused", f"invalid document from {self.url}: {exc}", "invalid-document")
-        doc = parsed.doc
         result = self._apply(parsed, source, force=force)
         if result.ok:
             self._source_sig = sig
             if result.outcome in ("applied", "unchanged"):
                 self._etag, self._last_modified = fetched.etag, fetched.last_modified
-                self._write_cache(body, doc.sync_token, force)
+                self._validators_url = self.url
+                error = self._persist(body=body, checked_at=time.time(), source=source)
+                if error is not None:
+                    result = replace(result, cache_error=error)
         return result
 
     def _context(self) -> ssl.SSLContext | None:
@@ -727,10 +858,10 @@ class Refresher(SnapshotHolder):
             self._ssl_context = ssl.create_default_context()
         return self._ssl_context
 
-    def _parse(self, body: bytes, source: str) -> _Parsed:
+    def _parse(self, body: bytes, source: str, timeout: float | None = None) -> _Parsed:
         if self._parse_worker:
             try:
-                payload = _ParseWorker.parse(self._worker_request(), body, self._deadline)
+                payload = _ParseWorker.parse(self._worker_request(), body, timeout or self._deadline)
                 return _from_worker(payload, source, self._interner, self._doc, self._doc_id, pause=_Pacer())
             except _WorkerUnavailable as exc:
                 self._count("worker-error")
@@ -738,34 +869,45 @@ class Refresher(SnapshotHolder):
         return _Parsed(_parse_document(body, source, self._interner, _Pacer()))
 
     def _worker_request(self) -> bytes:
-        """What the worker needs besides the body to describe the new document relative to the one
-        in service (see :func:`_worker_main`): that document's worker id, the selectors, and the
-        held-back records that stay held unless the new document re-adds them."""
-        held = [_compact_line(rec) for rec, count in self._held.items() if count + 1 < self._confirmations]
-        return json.dumps({"base": self._doc_id, "selectors": self._selectors_wire, "held": held}).encode()
+        """The worker's id of the document in service, to describe the new one against it."""
+        return json.dumps({"base": self._doc_id}).encode()
 
-    def _apply(self, parsed: _Parsed, source: Source, *, force: bool) -> RefreshResult:
+    def _problem(self, doc: AwsIpRanges) -> tuple[str, str] | None:
+        """Why ``doc`` cannot be served at all, whatever its source: a date in the future (a bogus
+        syncToken ten years ahead would otherwise make every real publication look older, for
+        good) or a selection a policy uses that it leaves empty. (reason, message) or None."""
+        horizon = time.time() + self._future_tolerance
+        if doc.sync_token > horizon:
+            return "future-sync-token", f"syncToken {doc.sync_token} is in the future (now {int(time.time())})"
+        if doc.create_date.timestamp() > horizon:
+            return "future-sync-token", f"createDate {doc.create_date:%Y-%m-%dT%H:%M:%SZ} is in the future"
+        for sel in self._selectors:
+            if not sel.apply(doc):  # remembered by doc: the middleware's listener reuses it
+                return "empty-selection", f"selection {sel.name!r} is empty in syncToken {doc.sync_token}"
+        return None
+
+    def _apply(
+        self, parsed: _Parsed, source: Source, *, force: bool, extra_held: Mapping[Record, HeldEntry] | None = None
+    ) -> RefreshResult:
         doc = parsed.doc
         current = self.current
-        if doc.sync_token < current.sync_token:
+        problem = self._problem(doc)
+        if problem is not None:
+            return self._result("refused", problem[1], problem[0])
+        if doc.sync_token < current.sync_token and not force:
             return self._result(
                 "refused",
                 f"syncToken {doc.sync_token} is older than the {current.sync_token} in service"
-                " (a replayed document or a stale mirror)",
+                " (a replayed document or a stale mirror; an operator's force accepts it)",
                 "older-sync-token",
             )
         if doc.sync_token == current.sync_token:
             if force and self._held:
                 return self._release_held()
             return self._confirmed("unchanged", f"syncToken {doc.sync_token} already in service")
-        # (force on an unchanged document is recorded in the cache by _write_cache: other workers
-        # release what they hold back when they see the flag.)
-        for sel in self._selectors:
-            if not sel.apply(doc):  # remembered by doc: the middleware's listener reuses it
-                return self._result(
-                    "refused", f"selection {sel.name!r} is empty in syncToken {doc.sync_token}", "empty-selection"
-                )
-        held, newly_held, share = self._guard(doc, force, parsed.delta)
+        held, recent, newly_held, share = self._guard(doc, force, parsed.delta)
+        for rec, entry in (extra_held or {}).items():
+            held.setdefault(rec, entry)  # what another process holds stays held here too
         served = doc
         if held:  # held records are not in doc
             served = AwsIpRanges(doc.sync_token, doc.create_date, doc.records + tuple(held), doc.source)
@@ -776,107 +918,157 @@ class Refresher(SnapshotHolder):
             return self._result(
                 "refused", f"a snapshot listener refused syncToken {doc.sync_token}: {exc!r}", "listener-error"
             )
-        self._doc, self._held, self._doc_id = doc, held, parsed.worker_id
+        self._doc, self._held, self._recent, self._doc_id = doc, held, recent, parsed.worker_id
+        self._forced = force
         message = f"syncToken {doc.sync_token} ({doc.create_date:%Y-%m-%dT%H:%M:%SZ}) in service"
         if newly_held:
             self._count("guarded")
             message += (
-                f"; shrink guard: {newly_held} removed record(s) ({share:.0%} of a selection's address space) "
-                f"held back until {self._confirmations} newer publication(s) confirm"
+                f"; shrink guard: {newly_held} removed record(s) ({share:.0%} of a selection's address space "
+                f"within {self._shrink_window / 86400:g} day(s)) held back until {self._confirmations} newer "
+                "publication(s) confirm"
             )
             logger.warning("%s", message)
         return self._confirmed("applied", message)
 
-    def _guard(self, doc: AwsIpRanges, force: bool, delta: _Delta | None) -> tuple[dict[Record, int], int, float]:
-        """The held-back records after ``doc``, how many it newly holds, and the shrink share.
+    def _guard(
+        self, doc: AwsIpRanges, force: bool, delta: _Delta | None
+    ) -> tuple[dict[Record, HeldEntry], dict[Record, float], int, float]:
+        """The held-back records after ``doc``, the recent removals, how many it newly holds, and
+        the share of a selection's address space lost.
 
-        With a ``delta`` from the parse worker (computed against the document in service), the
-        worker has already done the work over all records: what is removed, what is added, and the
-        share of address space lost; only the decisions are taken here.
+        The baseline is the last confirmed state, not only the previous publication: what is in
+        service (the previous document and what stays held) plus the removals applied within
+        ``shrink_window``. So four publications each dropping 20% are measured as 20%, 36%, ... of
+        the same baseline, and held back once past the threshold (issue 13: 52% lost, nothing held).
         """
-        if force:
-            return {}, 0, 0.0
+        if force:  # an operator confirms the new document as the baseline
+            return {}, {}, 0, 0.0
+        now = time.time()
         contains: Callable[[Record], bool]
         if delta is not None and delta.base is self._doc.records:
-            # Held records are never in the document in service (they are what it dropped), so
-            # one of them is in the new document exactly when the new document added it.
+            # Held and recently removed records are never in the document in service (they are
+            # what it dropped), so one of them is in the new document exactly when it was added.
             contains = delta.added.__contains__
             removed = list(delta.removed)
         else:
-            delta = None
             membership = _Membership(self._doc.records, doc.records)
             contains = membership
             removed = [r for r in membership.candidates_removed() if not membership(r)]
-        held: dict[Record, int] = {}
-        released = 0
-        for rec, count in self._held.items():
+        held: dict[Record, HeldEntry] = {}
+        released: list[Record] = []
+        for rec, entry in self._held.items():
             if contains(rec):
                 continue  # re-added: nothing to hold any more
-            if count + 1 >= self._confirmations:
-                released += 1  # confirmed by enough newer publications: the removal is real
+            if entry.confirmations + 1 >= self._confirmations:
+                released.append(rec)  # confirmed by enough newer publications: the removal is real
             else:
-                held[rec] = count + 1
+                held[rec] = replace(entry, confirmations=entry.confirmations + 1)
         if released:
-            logger.info("shrink guard: %d held-back removal(s) confirmed and applied", released)
+            logger.info("shrink guard: %d held-back removal(s) confirmed and applied", len(released))
+        horizon = now - self._shrink_window
+        recent = {rec: at for rec, at in self._recent.items() if at >= horizon and not contains(rec)}
+        # Applied removals, confirmed ones included, count against the window's threshold.
+        recent.update(dict.fromkeys(released, now))
         if not removed:
-            return held, 0, 0.0
-        if delta is not None:
-            share = delta.share
-        else:
-            old, new = self._doc.records, doc.records
-            share = max(_removed_share(sel, removed, old, new, held, pause=_Pacer()) for sel in self._selectors)
+            return held, recent, 0, 0.0
+        share = self._lost_share(doc, held, recent)
         if share <= self._shrink_threshold:
-            return held, 0, share
+            recent.update(dict.fromkeys(removed, now))
+            return held, recent, 0, share
         for rec in removed:
-            held.setdefault(rec, 0)
-        return held, len(removed), share
+            held.setdefault(rec, HeldEntry(_compact_line(rec), doc.sync_token, now))
+        return held, recent, len(removed), share
 
-    def _release_held(self) -> RefreshResult:
+    def _lost_share(self, doc: AwsIpRanges, held: Iterable[Record], recent: Iterable[Record]) -> float:
+        """The largest share, over the selections and IP versions, of the baseline address space
+        (the document in service, what it holds back, and the removals applied within the window)
+        that ``doc`` plus ``held`` no longer covers."""
+        held, recent, pause = tuple(held), tuple(recent), _Pacer()
+        share = 0.0
+        for sel in self._selectors:
+            before = (*sel.apply(self._doc).records, *sel.select(self._held), *sel.select(recent))
+            after = (*sel.apply(doc).records, *sel.select(held))
+            for version in (4, 6):
+                baseline = _intervals(before, version, pause)
+                total = _size(baseline)
+                if total:
+                    share = max(share, (total - _overlap(baseline, _intervals(after, version, pause))) / total)
+        return share
+
+    def _release_held(self, *, persist: bool = True) -> RefreshResult:
         if not self._held:
             return self._result("unchanged", "no removals held back")
         count = len(self._held)
         self.publish(self._doc, self.current.source)
-        self._held = {}
-        self._update_meta(forced=True)
+        self._held, self._recent, self._forced = {}, {}, True
+        error = self._persist() if persist else None
         logger.warning("shrink guard: %d held-back removal(s) applied by an operator", count)
-        return self._result("applied", f"{count} held-back removal(s) applied by an operator")
+        result = self._result("applied", f"{count} held-back removal(s) applied by an operator")
+        return result if error is None else replace(result, cache_error=error)
 
     # -- cache ------------------------------------------------------------------------------------
 
     def _initial_document(self, initial: AwsIpRanges | None) -> tuple[AwsIpRanges, Source]:
+        """The newest of the cache and the embedded snapshot, each through the same checks as a
+        download (strict parser, dates, non-empty selections). A cache file that fails them is set
+        aside (renamed, logged) and the next best source is served."""
         embedded = aws.load(None) if initial is None else initial
         base: Source = "embedded" if initial is None or initial.source == "embedded" else "file"
+        self._doc = embedded
         cache = self._cache
         if cache is None:
             return embedded, base
         try:
-            sig = FileSignature.of(cache.document)
-            data = cache.read_document(self._max_bytes)
-            if data is None:
+            found = cache.read_state(self._max_bytes)
+            if found is None:
                 return embedded, base
-            cached = _parse_document(data, cache.document, self._interner, None)
-        except FileNotFoundError:
+            sig = FileSignature.of(cache.document)
+        except (OSError, ValueError) as exc:
+            logger.warning("cannot read the cache file %s (%s); using the embedded snapshot", cache.document, exc)
+            self._count("cache-error")
             return embedded, base
-        except (OSError, ValueError) as exc:  # RangesError is a ValueError
-            logger.warning("ignoring the cache file %s (%s); using the embedded snapshot", cache.document, exc)
+        data, state = found
+        try:
+            cached = _parse_document(data, cache.document, self._interner, None)
+            problem = self._problem(cached)
+            if problem is not None:
+                raise RangesError(problem[1])
+            held, recent = _held_from_state(state)
+        except RangesError as exc:
+            moved = cache.set_aside(str(exc))
+            logger.warning(
+                "cache file %s refused (%s): set aside as %s; serving the next best source", cache.document, exc, moved
+            )
             self._count("cache-corrupt")
             return embedded, base
         self._cache_sig = sig
         if cached.sync_token < embedded.sync_token:
             return embedded, base
-        meta = cache.read_meta()
-        if meta is not None and meta.sync_token == cached.sync_token:
-            self._etag, self._last_modified = meta.etag, meta.last_modified
-            if meta.checked_at > 0:
-                self._last_success = meta.checked_at
+        if state is None:
+            # A document without its state (copied in by hand, or written by an older version):
+            # measured against the embedded snapshot by the guard, like any publication.
+            held, recent, newly, _ = self._guard(cached, False, None)
+            if newly:
+                logger.warning("cache file %s: shrink guard holds back %d record(s)", cache.document, newly)
+        else:
+            if state.url == self.url:
+                self._etag, self._last_modified, self._validators_url = state.etag, state.last_modified, self.url
+            if state.checked_at > 0:  # confirmed current by its source (validators stay with their URL)
+                self._last_success = state.checked_at
+            self._forced = state.forced
+        self._doc, self._held, self._recent = cached, held, recent
+        if held:
+            return AwsIpRanges(
+                cached.sync_token, cached.create_date, cached.records + tuple(held), cached.source
+            ), "cache"
         return cached, "cache"
 
     def _adopt_cache(self) -> RefreshResult | None:
-        """Apply a newer document another worker wrote to the cache file, if there is one."""
+        """Apply a newer state another process wrote to the cache, if there is one."""
         cache = self._cache
         if cache is None:
             return None
-        meta = cache.read_meta()
         try:
             sig = FileSignature.of(cache.document)
         except FileNotFoundError:
@@ -886,14 +1078,19 @@ class Refresher(SnapshotHolder):
             logger.warning("cannot read the cache file %s: %s", cache.document, exc)
             return None
         if sig == self._cache_sig:
-            if meta is not None and meta.sync_token == self.current.sync_token and meta.forced and self._held:
-                return self._release_held()
+            state = cache.read_meta().state
+            if state is not None and state.sync_token == self._doc.sync_token and state.forced and self._held:
+                # An operator forced it in another process, which wrote that state already (and
+                # this may run without the lock: no read-modify-write of the metadata here).
+                return self._release_held(persist=False)
             return None
         try:
-            data = cache.read_document(self._max_bytes)
-            if data is None:
+            found = cache.read_state(self._max_bytes)
+            if found is None:
                 return None
+            data, state = found
             parsed = self._parse(data, cache.document)
+            extra, _ = _held_from_state(state)
         except (OSError, ValueError) as exc:
             self._cache_sig = sig
             logger.warning("ignoring the cache file %s: %s", cache.document, exc)
@@ -901,55 +1098,82 @@ class Refresher(SnapshotHolder):
             return None
         self._cache_sig = sig
         doc = parsed.doc
-        if doc.sync_token <= self.current.sync_token:
+        if doc.sync_token <= self._doc.sync_token and not (state is not None and state.forced):
             return None
-        forced = meta is not None and meta.sync_token == doc.sync_token and meta.forced
-        result = self._apply(parsed, "cache", force=forced)
-        if result.outcome == "applied" and meta is not None and meta.sync_token == doc.sync_token:
-            self._etag, self._last_modified = meta.etag, meta.last_modified
-            if meta.checked_at > 0:
-                self._last_success = max(self._last_success or 0.0, meta.checked_at)
+        forced = state is not None and state.forced
+        result = self._apply(parsed, "cache", force=forced, extra_held=extra)
+        if result.outcome == "applied" and state is not None and state.url == self.url:
+            self._etag, self._last_modified, self._validators_url = state.etag, state.last_modified, self.url
+            if state.checked_at > 0:
+                self._last_success = max(self._last_success or 0.0, state.checked_at)
         if result.outcome == "applied":
-            return RefreshResult(
-                "cache",
-                result.message + " (from the cache file)",
-                result.sync_token,
-                result.generation,
-                None,
-                result.held_back,
-            )
+            return replace(result, outcome="cache", message=result.message + " (from the cache file)")
         return result
 
-    def _write_cache(self, body: bytes, sync_token: int, forced: bool) -> None:
+    def _persist(self, *, body: bytes | None = None, checked_at: float | None = None, source: str = "") -> str | None:
+        """Write the state in service (and ``body``, the document it is built on, when given) to
+        the cache; the error as text when that failed (also logged and counted), else None."""
         cache = self._cache
         if cache is None:
-            return
-        meta = CacheMeta(sync_token, self._etag, self._last_modified, self.url, time.time(), forced)
+            return None
         try:
-            old = cache.read_meta()
-            if old is not None and old.sync_token == sync_token and os.path.exists(cache.document):
-                cache.write_meta(meta)  # the same publication again: only the verification time moves
-            else:
-                cache.write(body, meta)
-                self._cache_sig = FileSignature.of(cache.document)
+            old = cache.read_meta().state
+            md5 = md5_hex(body) if body is not None else (old.md5 if old is not None else None)
+            if md5 is None or (body is None and (old is None or old.sync_token != self._doc.sync_token)):
+                return None  # nothing of ours on disk to describe
+            same = old is not None and old.md5 == md5
+            state = CachedState(
+                md5=md5,
+                sync_token=self._doc.sync_token,
+                url=self.url if body is not None else old.url if old is not None else None,
+                etag=self._etag if body is not None else old.etag if old is not None else None,
+                last_modified=self._last_modified if body is not None else old.last_modified if old else None,
+                checked_at=checked_at if checked_at is not None else (old.checked_at if old is not None else 0.0),
+                forced=self._forced,
+                held=tuple(self._held.values()),
+                recent_removals=tuple((_compact_line(rec), at) for rec, at in self._recent.items()),
+                checked=tuple(sel.name for sel in self._selectors),
+                source=source or (old.source if old is not None else "network"),
+                accepted_at=old.accepted_at if same and old is not None else time.time(),
+            )
+            cache.write_state(state, None if same else body)
+            self._cache_sig = FileSignature.of(cache.document)
         except OSError as exc:
             self._count("cache-error")
             logger.warning("could not write the cache file %s: %s", cache.document, exc)
+            return f"cannot write {cache.document}: {exc}"
+        return None
 
-    def _update_meta(self, **changes: Any) -> None:
-        """Rewrite the cache metadata of the document in service with ``changes`` (e.g. the time it
-        was last confirmed, or the operator's force flag); nothing when it describes another one."""
+    def _share_attempt(self, result: RefreshResult) -> None:
+        """Record this attempt in the cache metadata (lock held), where ``status`` in any process
+        sees it (issue 13: status showed no error while a worker had failed four times)."""
         cache = self._cache
         if cache is None:
             return
-        meta = cache.read_meta()
-        if meta is None or meta.sync_token != self.current.sync_token:
-            return
         try:
-            cache.write_meta(replace(meta, **changes))
+            old = cache.read_meta().attempts
+            now = time.time()
+            failures = dict(old.failures)
+            if result.ok:
+                attempts = replace(
+                    old, last_attempt=now, last_outcome=result.outcome, consecutive_failures=0, pid=os.getpid()
+                )
+            else:
+                reason = result.reason or "failed"
+                failures[reason] = failures.get(reason, 0) + 1
+                attempts = Attempts(
+                    last_attempt=now,
+                    last_outcome=result.outcome,
+                    last_error=f"{reason}: {result.message}",
+                    last_error_at=now,
+                    consecutive_failures=old.consecutive_failures + 1,
+                    failures=failures,
+                    pid=os.getpid(),
+                )
+            cache.write_attempts(attempts)
         except OSError as exc:
             self._count("cache-error")
-            logger.warning("could not update %s: %s", cache.meta_path, exc)
+            logger.warning("could not record the attempt in %s: %s", cache.meta_path, exc)
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
@@ -998,7 +1222,21 @@ class Refresher(SnapshotHolder):
     def status(self) -> RefresherStatus:
         snap = self.current
         self._update_stale()
+        # What the other processes sharing the cache recorded (cachefile.Attempts): a status
+        # taken in any process, or by `originshield status`, shows the host's last attempt and error.
+        shared = self._cache.read_meta().attempts if self._cache is not None else Attempts()
         with self._state_lock:
+            last_attempt = max(self._last_attempt or 0.0, shared.last_attempt)
+            last_error, last_error_at = self._last_error, self._last_error_at or 0.0
+            if shared.last_error_at > last_error_at:
+                last_error, last_error_at = shared.last_error, shared.last_error_at
+            if self._last_success is not None:
+                freshness: Freshness = "stale" if self.stale else "fresh"
+            elif not last_attempt:
+                freshness = "not yet checked"
+            else:
+                freshness = "stale" if self.stale else "fresh"
+            held = [self._held.get(r) for r in snap.held_back]
             return RefresherStatus(
                 url=self.url,
                 sync_token=snap.sync_token,
@@ -1007,9 +1245,9 @@ class Refresher(SnapshotHolder):
                 source=snap.source,
                 generation=snap.generation,
                 last_success=_dt(self._last_success),
-                last_attempt=_dt(self._last_attempt),
-                last_error=self._last_error,
-                last_error_at=_dt(self._last_error_at),
+                last_attempt=_dt(last_attempt),
+                last_error=last_error,
+                last_error_at=_dt(last_error_at),
                 consecutive_failures=self._consecutive_failures,
                 failures=self._failures,
                 counts=dict(self._counts),
@@ -1020,7 +1258,33 @@ class Refresher(SnapshotHolder):
                 running=self.running,
                 cache_path=self._cache.document if self._cache else None,
                 watchers=tuple(WatcherStatus(w.name, *self._watch_stats[id(w)]) for w in self._watchers),
+                freshness=freshness,
+                held_back_records=tuple(
+                    HeldRecord(f"{r.prefix} {r.region} {r.service}", h.dropped_in, _dt(h.since), h.confirmations)
+                    for r, h in zip(snap.held_back, held, strict=True)
+                    if h is not None
+                ),
+                shared_failures=dict(shared.failures),
+                shared_consecutive_failures=shared.consecutive_failures,
             )
+
+
+def _held_from_state(state: CachedState | None) -> tuple[dict[Record, HeldEntry], dict[Record, float]]:
+    """The guard's state as the cache recorded it; RangesError when a record line is malformed."""
+    if state is None:
+        return {}, {}
+    networks: dict[str, Network] = {}
+
+    def record(line: str) -> Record:
+        try:
+            rec = _record_from_line(line, networks, "cache metadata")
+        except ValueError:  # RangesError included
+            raise RangesError(f"cache metadata: malformed record {line!r}") from None
+        if not rec.region or not rec.service or _BAD_NAME_CHARS.intersection(line.replace("\t", "")):
+            raise RangesError(f"cache metadata: malformed record {line!r}")
+        return rec
+
+    return {record(h.record): h for h in state.held}, {record(line): at for line, at in state.recent_removals}
 
 
 def _positive(key: str, value: float) -> None:
@@ -1036,19 +1300,6 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts else None
 
 
-def _selector_wire(sel: Selector) -> list[list[Any] | None]:
-    return [None if values is None else sorted(values) for values in _selector_fields(sel)]
-
-
-def _selector_fields(sel: Selector) -> tuple[frozenset[Any] | None, ...]:
-    return (sel.services, sel.regions, sel.network_border_groups, sel.ip_versions)
-
-
-def _selector_from_wire(wire: list[list[Any] | None]) -> Selector:
-    svc, reg, nbg, ver = (None if values is None else frozenset(values) for values in wire)
-    return Selector(svc, reg, nbg, ver)
-
-
 @dataclass(frozen=True, slots=True)
 class _Delta:
     """How the parse worker found a new document to differ from the one in service (``base``)."""
@@ -1058,9 +1309,6 @@ class _Delta:
     removed: tuple[Record, ...]
     #: Records of the new document ``base`` does not list (usually a handful).
     added: frozenset[Record]
-    #: The shrink guard's share of lost address space, the largest over the selectors, computed
-    #: by the worker exactly as :func:`_removed_share` does here (with the records still held).
-    share: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -1097,37 +1345,6 @@ class _Membership:
 
 
 # -- shrink guard: address-space arithmetic ---------------------------------------------------------
-
-
-def _removed_share(
-    sel: Selector,
-    removed: Sequence[Record],
-    before: Sequence[Record],
-    after: Sequence[Record],
-    held: Iterable[Record],
-    *,
-    pause: Callable[[], None] | None,
-) -> float:
-    """Share of ``sel``'s address space served before (the previous document plus what stays held)
-    that ``after`` (plus what stays held) no longer covers, ``removed`` being what it dropped.
-    Confirmed removals are not in ``held``: they are not "lost" a second time."""
-    gone = [r.prefix for r in sel.select(removed)]
-    if not gone:
-        return 0.0
-    held = tuple(held)
-    share = 0.0
-    for version in (4, 6):
-        lost_prefixes = [p for p in gone if p.version == version]
-        if not lost_prefixes:
-            continue
-        baseline = _intervals(sel.select((*before, *held)), version, pause)
-        total = _size(baseline)
-        if not total:
-            continue
-        kept = _intervals(sel.select((*after, *held)), version, pause)
-        lost = _intervals(((p, None) for p in lost_prefixes), version, None)
-        share = max(share, (_size(lost) - _overlap(lost, kept)) / total)
-    return share
 
 
 def _intervals(records: Iterable[Any], version: int, pause: Callable[[], None] | None) -> list[tuple[int, int]]:
@@ -1173,8 +1390,9 @@ def _overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> int:
 # -- parsing without holding the GIL for long ---------------------------------------------------------
 
 _WS = re.compile(r"[ \t\n\r]*")
-# The C scanner json.loads itself uses (typeshed mistypes make_scanner as a class).
-_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+# The C scanner json.loads itself uses, with the one strict grammar (aws.strict_decoder: duplicate
+# keys and NaN/Infinity refused), so the sliced parser, the worker and aws.py cannot disagree.
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(aws.strict_decoder())  # type: ignore[arg-type]
 _ABSENT: Final = "\0absent"  # a key part no validated string can equal (names are non-empty, no NUL check needed)
 _LISTS: Final = (("prefixes", "ip_prefix", 4), ("ipv6_prefixes", "ipv6_prefix", 6))
 #: Longest stretch of work between two yields of the GIL. An asyncio server waits at most about
@@ -1252,7 +1470,7 @@ def _parse_to_builder(
     try:
         if pause is None:
             # Nobody waits for the GIL here (startup, the worker): one json.loads is fastest.
-            doc = json.loads(text)
+            doc = aws.loads_strict(text)
             if isinstance(doc, dict):
                 for list_key, _, _ in _LISTS:
                     entries = doc.get(list_key)
@@ -1404,7 +1622,7 @@ def _scan_document(text: str, on_entry: Callable[[str, int, Any], None], pause: 
                             raise ValueError(f"expected ',' or ']' at offset {pos}")
                 doc[key] = _STREAMED
             else:
-                if isinstance(doc.get(key), _Streamed):
+                if key in doc:  # one grammar everywhere: duplicate keys are refused (aws.strict_decoder)
                     raise RangesError(f"duplicate key {key!r}")
                 doc[key], pos = _SCAN(text, pos)
             pos = ws(text, pos)
@@ -1428,10 +1646,9 @@ def _scan_document(text: str, on_entry: Callable[[str, int, Any], None], pause: 
 # update: one long-lived child process per process parses and validates the document with the core
 # parser's rules and describes it *relative to the document in service* (which it remembers by an
 # id): which runs of the old records are kept, the few new records, where each service / region /
-# border group occurs (so that selecting for a policy visits only matching records), and the
-# shrink guard's share of lost address space. The refresher rebuilds the record tuple from slices
-# of the old one (C-level copies) and creates only the new records: a few milliseconds of CPU per
-# update instead of ~40, with no long hold of the GIL.
+# border group occurs (so that selecting for a policy visits only matching records). The
+# refresher rebuilds the record tuple from slices of the old one (C-level copies) and creates only
+# the new records: a few milliseconds of CPU per update instead of ~40, with no long hold of the GIL.
 
 _BAD_NAME_CHARS: Final = frozenset("\t\n\r")
 #: A document the worker cannot describe in fewer runs than this is sent whole (AWS reordered it).
@@ -1522,7 +1739,7 @@ def _from_worker(
             raise _WorkerUnavailable("record positions out of range")
         pause.checkpoint()
         created = datetime.strptime(header["date"], "%Y-%m-%d-%H-%M-%S").replace(tzinfo=UTC)
-        token, doc_id, share = int(header["token"]), str(header["id"]), float(header["share"])
+        token, doc_id = int(header["token"]), str(header["id"])
     except (KeyError, TypeError, ValueError, struct.error) as exc:
         raise _WorkerUnavailable(f"malformed answer: {exc!r}") from None
     doc = aws._indexed(AwsIpRanges(token, created, records, source), aws._Positions(spans, indices))
@@ -1538,7 +1755,7 @@ def _from_worker(
         removed.extend(base[position:start])
         position = stop
     removed.extend(base[position:])
-    return _Parsed(doc, doc_id, _Delta(base, tuple(removed), frozenset(added), share))
+    return _Parsed(doc, doc_id, _Delta(base, tuple(removed), frozenset(added)))
 
 
 class _ParseWorker:
@@ -1559,11 +1776,12 @@ class _ParseWorker:
             try:
                 assert proc.stdin is not None  # noqa: S101 - created with PIPE
                 assert proc.stdout is not None  # noqa: S101
-                proc.stdin.write(struct.pack(">QQ", len(request), len(body)))
-                proc.stdin.write(request)
-                proc.stdin.write(body)
-                proc.stdin.flush()
+                # The whole exchange, write included, ends by the deadline: a stopped or wedged
+                # worker fills the pipe and would block a plain write forever (and with it every
+                # refresh of this process). On timeout the worker is killed and replaced.
                 deadline = time.monotonic() + timeout
+                message = struct.pack(">QQ", len(request), len(body)) + request + body
+                _write_all(proc.stdin.fileno(), message, deadline)
                 size = struct.unpack(">Q", _read_exactly(proc.stdout.fileno(), 8, deadline))[0]
                 answer = _read_exactly(proc.stdout.fileno(), size, deadline)
             except (OSError, ValueError, struct.error, _WorkerUnavailable) as exc:
@@ -1612,6 +1830,22 @@ class _ParseWorker:
                     stream.close()
 
 
+def _write_all(fd: int, data: bytes, deadline: float) -> None:
+    view = memoryview(data)
+    os.set_blocking(fd, False)
+    try:
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                raise _WorkerUnavailable("timed out writing to the worker")
+            try:
+                view = view[os.write(fd, view[: 1 << 20]) :]
+            except BlockingIOError:
+                continue
+    finally:
+        os.set_blocking(fd, True)
+
+
 def _read_exactly(fd: int, size: int, deadline: float) -> bytes:
     chunks: list[bytes] = []
     remaining = size
@@ -1637,15 +1871,14 @@ class _WorkerDoc:
 def _worker_main() -> None:
     """The parse worker: reads requests from stdin, answers on stdout, until stdin closes.
 
-    Request: two big-endian u64 lengths, a JSON object ``{"base": id | null, "selectors": [...],
-    "held": [line, ...]}``, then the document's bytes. Answer: ``E`` and a message for an invalid
+    Request: two big-endian u64 lengths, a JSON object ``{"base": id | null}``, then the
+    document's bytes. Answer: ``E`` and a message for an invalid
     document, or ``O``, two u64 lengths, a JSON header, the new records' lines (tab-separated
     prefix, region, service, border group; newline-separated), and the record positions (native
     u32s). The header: ``id`` of this document (for the next request's ``base``), ``base`` (the id
     it is described against, null: the whole document follows as new lines), ``token``, ``date``,
     ``count`` of records, ``runs`` (``[start, stop]``: base records start..stop; ``[-1, n]``: the
     next n lines), ``spans`` (attribute -> name -> [offset, count] into the positions) and
-    ``share`` (the shrink guard's largest lost share over the selectors; 0 without a base).
     """
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     # Background work at the lowest CPU priority: where the worker shares a core with a busy
@@ -1685,10 +1918,8 @@ def _describe(
     base = bases.get(request.get("base") or "")
     runs: list[list[int]] = []
     new_lines: list[str] = lines
-    share = 0.0
     if base is not None:
         new_lines = []
-        kept = bytearray(len(base.records))
         for line in lines:
             j = base.index.get(line)
             if j is None:
@@ -1697,23 +1928,12 @@ def _describe(
                     runs[-1][1] += 1
                 else:
                     runs.append([-1, 1])
+            elif runs and runs[-1][0] >= 0 and runs[-1][1] == j:
+                runs[-1][1] = j + 1
             else:
-                kept[j] = 1
-                if runs and runs[-1][0] >= 0 and runs[-1][1] == j:
-                    runs[-1][1] = j + 1
-                else:
-                    runs.append([j, j + 1])
-        if len(runs) <= _MAX_RUNS:
-            removed = [rec for rec, k in zip(base.records, kept, strict=True) if not k]
-            if removed:
-                current = set(lines)
-                held = [_record_from_line(line, {}, "held") for line in request["held"] if line not in current]
-                share = max(
-                    _removed_share(_selector_from_wire(sel), removed, base.records, records, held, pause=None)
-                    for sel in request["selectors"]
-                )
-        else:
-            base, new_lines, share = None, lines, 0.0
+                runs.append([j, j + 1])
+        if len(runs) > _MAX_RUNS:
+            base, new_lines = None, lines
     if base is None:
         runs = [[-1, len(lines)]]
     positions: dict[str, dict[str, list[int]]] = {}
@@ -1740,7 +1960,6 @@ def _describe(
             "count": len(records),
             "runs": runs,
             "spans": positions,
-            "share": share,
         }
     ).encode()
     text = "\n".join(new_lines).encode()

@@ -613,7 +613,10 @@ def test_an_operator_force_in_another_process_releases_held_removals(server: _Se
     # `originshield fetch --force` on the same host: a separate refresher on the same cache directory.
     server.action = lambda h: h.send_body(b"", 304)
     operator = Refresher(server.url, cache_dir=tmp_path, selectors=[ORIGIN_FACING])
-    assert operator.refresh_now(force=True).outcome == "not-modified"
+    # It starts on the state in service, held records included (the cache holds them), and releases them.
+    assert len(operator.current.held_back) == len(worker.current.held_back)
+    assert operator.refresh_now(force=True).outcome == "applied"
+    assert operator.current.held_back == ()
     worker._tick()  # the worker's next tick sees the flag in the cache metadata
     assert worker.current.held_back == ()
     assert worker.current.ranges.records == _doc(shrunk).records
@@ -671,8 +674,11 @@ def test_accepted_documents_are_cached_atomically_and_used_at_startup(server: _S
         "ip-ranges.json.meta",
     ]
     meta = json.loads((tmp_path / "ip-ranges.json.meta").read_text())
-    assert meta["etag"] == '"e2"'
-    assert meta["sync_token"] == _doc(RAW[2]).sync_token
+    assert meta["state"]["etag"] == '"e2"'
+    assert meta["state"]["url"] == server.url
+    assert meta["state"]["sync_token"] == _doc(RAW[2]).sync_token
+    assert meta["state"]["md5"] == hashlib.md5(RAW[2], usedforsecurity=False).hexdigest()
+    assert meta["previous"]["md5"] == hashlib.md5(RAW[1], usedforsecurity=False).hexdigest()  # the two-step switch
 
     # A restart without network serves the cache, and asks the source conditionally.
     restarted = _refresher("http://127.0.0.1:9/unreachable", cache_dir=tmp_path)
@@ -703,7 +709,12 @@ def test_corrupt_cache_file_at_startup_is_ignored_with_a_warning(
         refresher = Refresher("http://127.0.0.1:9/x", cache_dir=tmp_path)
     assert refresher.current.source == "embedded"
     assert refresher.status().counts == {"cache-corrupt": 1}
-    assert "ignoring the cache file" in caplog.text
+    assert "set aside" in caplog.text
+    # Renamed out of the way (kept for inspection, with the reason), not read again at every start.
+    assert not (tmp_path / "ip-ranges.json").exists()
+    (aside,) = tmp_path.glob("ip-ranges.json.rejected-*Z")
+    assert aside.read_bytes() == RAW[-1][:100_000]
+    assert "not a JSON document" in Path(f"{aside}.reason").read_text()
 
 
 def test_an_older_cache_file_loses_to_the_embedded_snapshot(tmp_path: Path) -> None:
@@ -1017,8 +1028,8 @@ def test_worker_differences_agree_with_parsing_in_process(
     parsed: list[_Parsed] = []
     parse = worker._parse
 
-    def observe(body: bytes, source: str) -> _Parsed:
-        result = parse(body, source)
+    def observe(body: bytes, source: str, timeout: float | None = None) -> _Parsed:
+        result = parse(body, source, timeout)
         parsed.append(result)
         return result
 
