@@ -57,9 +57,6 @@ __all__ = ["HOST", "HostMetrics", "MetricsRoute", "WorkerFigures", "find_shield"
 
 logger = logging.getLogger("originshield.metrics")
 
-#: Refresher outcomes that are not failures (``RefresherStatus.counts`` also counts these), and the
-#: two failure outcomes, whose reason is counted under its own key.
-_NOT_A_KIND: Final = frozenset({"applied", "not-modified", "unchanged", "cache", "refused", "failed"})
 _CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
 _RETIRED: Final = "retired.json"
 #: A worker file from another pid namespace (a container sharing the directory) cannot be checked
@@ -124,9 +121,8 @@ class WorkerFigures:
         holder: Any = shield.holder
         snap = holder.current
         status = holder.status() if callable(getattr(holder, "status", None)) else None
-        failures = getattr(holder, "failure_counts", None)  # a refresher's own breakdown, if it has one
-        if failures is None and status is not None:
-            failures = {k: v for k, v in status.counts.items() if k not in _NOT_A_KIND}
+        # This process's failures by kind: each worker reports its own, and the scrape sums them.
+        failures = status.failures_by_kind if status is not None else {}
         suppressed = getattr(shield, "suppressed_log_lines", 0)  # the refusal-log rate limiter's count
         return cls(
             pid=pid,
@@ -134,7 +130,7 @@ class WorkerFigures:
             written=time.time(),
             host=HOST,
             requests=shield.counters.snapshot(),
-            refresh_failures=dict(failures or {}),
+            refresh_failures=dict(failures),
             log_lines_suppressed=int(suppressed() if callable(suppressed) else suppressed),
             age_seconds=round(snap.ranges.age().total_seconds(), 3),
             stale=int(bool(status.stale if status is not None else getattr(holder, "stale", False))),
