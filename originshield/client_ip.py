@@ -7,9 +7,9 @@ The rules (``design.md``, trust model), each with the attack it stops:
 - X-Forwarded-For: every header line, in order, is one list (RFC 9110 section 5.3: repeated field
   lines form one comma-separated list, so an attacker who adds a second line cannot hide the
   first), walked from the right without joining the lines (:func:`rightmost_entries`): joining
-  costs memory and time in what the client sent (issue 12: 40,000 lines took 8.5 s). Each proxy appends the address it saw, so only the rightmost
-  entries, written by proxies we trust, mean anything; the leftmost entry is whatever the client
-  typed ("leftmost XFF spoofing").
+  costs memory and time in what the client sent (issue 12: 40,000 lines took 8.5 s). Each proxy
+  appends the address it saw, so only the rightmost entries, written by proxies we trust, mean
+  anything; the leftmost entry is whatever the client typed ("leftmost XFF spoofing").
 - Every entry walked must parse; a chain shorter than the topology needs, or an entry that is not
   an address, fails closed (``bad_forwarded_chain``): never fall back to something guessable such
   as the peer or the next entry.

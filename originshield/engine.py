@@ -441,7 +441,6 @@ class Engine:
         if method.__class__ is not str or path.__class__ is not str or headers.__class__ not in (list, tuple):
             return self.default.early[MALFORMED_SCOPE], None, _UNREAD
         cr = self._route(method, path)
-        outcomes = cr.outcomes
 
         xff: list[bytes] = []  # every X-Forwarded-For line, in order: one list (RFC 9110 5.3)
         secret_at = -1
@@ -708,7 +707,12 @@ def _country_flags(codes: Iterable[str]) -> bytes:
 
 def _named(item: Any, name: bytes) -> bool:
     # bytes.lower on the raw data: a bytes subclass's own lower() never runs.
-    return item.__class__ in (tuple, list) and len(item) == 2 and isinstance(item[0], bytes) and bytes.lower(item[0]) == name
+    return (
+        item.__class__ in (tuple, list)
+        and len(item) == 2
+        and isinstance(item[0], bytes)
+        and bytes.lower(item[0]) == name
+    )
 
 
 def _has_dot_segment(path: str) -> bool:

@@ -68,7 +68,8 @@ class OriginShield(_Shield):
       :class:`~originshield.snapshot.SnapshotHolder` (e.g. ``originshield.refresher.Refresher``), or
       ``None`` for the snapshot embedded in the package. With a holder, the middleware subscribes
       and recompiles every policy's radix tree inside the listener (in the publisher's thread), then
-      swaps one reference to a new immutable engine; a listener error (e.g. a selection that became empty) vetoes the swap. If the holder has ``start()`` /
+      swaps one reference to a new immutable engine; a listener error (e.g. a selection that
+      became empty) vetoes the swap. If the holder has ``start()`` /
       ``stop(timeout)`` and ``manage_refresher`` is true, it is started on lifespan startup (or on
       the first request when the server runs no lifespan) and stopped on lifespan shutdown; every
       lifespan message still passes through unchanged.
@@ -343,7 +344,7 @@ class OriginShield(_Shield):
         # The whole request in Python: __call__ without the C extension (the reference of what the
         # C decider's admit does), and what the C path leaves to Python (lifespan, other types).
         kind = scope.get("type")
-        if kind == "http" or kind == "websocket":
+        if kind in {"http", "websocket"}:
             if self._lazy_start:
                 self._start_holder()
             state = self._state  # read once: this request decides with one generation throughout

@@ -310,9 +310,7 @@ def test_raw_websocket_closed_before_accept_without_denial_extension(ranges: Aws
     assert ok == [{"type": "websocket.accept"}]
 
 
-def test_other_scope_types_are_not_passed_unless_listed(
-    ranges: AwsIpRanges, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_other_scope_types_are_not_passed_unless_listed(ranges: AwsIpRanges, caplog: pytest.LogCaptureFixture) -> None:
     """Fail closed: a scope type we cannot decide never reaches the app undecided (logged once)."""
     app = Recorder()
     shield = OriginShield(app, ranges=ranges, secret=secret())
@@ -506,3 +504,8 @@ def test_refusal_headers_survive_outer_middleware_editing_in_place(ranges: AwsIp
         sent.clear()
         asyncio.run(outer(scope_of([], peer=ATTACKER), receive, send))
         assert [k for k, _ in sent[0]["headers"]].count(b"x-outer") == 1
+
+
+def test_cache_size_is_deprecated_and_ignored(ranges: AwsIpRanges) -> None:
+    with pytest.warns(DeprecationWarning, match="no decision cache"):
+        OriginShield(Recorder(), ranges=ranges, secret=secret(), cache_size=4096)

@@ -275,9 +275,7 @@ def test_calling_the_attribute_by_name_decides_the_same(ranges: AwsIpRanges) -> 
     assert all(name != b"x-origin-verify" for s in app.scopes for name, _ in s["headers"])
 
 
-def test_without_the_decider_everything_runs_in_python(
-    ranges: AwsIpRanges, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_without_the_decider_everything_runs_in_python(ranges: AwsIpRanges, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_module, "_Decider", None)
     app = Recorder()
     mw = t2(ranges)

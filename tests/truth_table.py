@@ -63,7 +63,7 @@ def engines() -> dict[int, Engine]:
             _app,
             ranges=ranges,
             secret=secret(),
-            default=Policy("vpc-origin", cidrs=(VPC,), require_secret=True, source="direct"),
+            default=Policy.of("vpc-origin", cidrs=[VPC], require_secret=True, source="direct"),
             routes=[
                 health,
                 Route("/api", Policy.cloudfront("api-post"), methods=frozenset({"POST"})),
