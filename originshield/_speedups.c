@@ -348,7 +348,7 @@ static PyTypeObject LookupType = {
     .tp_methods = lookup_methods,
 };
 
-/* Counter: one request count (metrics.Counters keeps one per (route, reason, action)). The gate
+/* Counter: one request count (metrics.Counters keeps one per (route, reason, action)). The decider
  * adds to the cell of its outcome directly: no dict lookup, no hashing, no int object per request. */
 typedef struct {
     PyObject_HEAD

@@ -108,7 +108,7 @@ def parse_forwarded_entry(raw: bytes) -> bytes:
     spaces/tabs (RFC 9110 OWS). Raises :class:`InvalidAddress` for anything else: ``unknown``,
     obfuscated identifiers, zone ids, leading zeros, brackets around IPv4, empty entries.
     """
-    text = raw.decode("latin-1").strip(" \t")
+    text = _stripped(raw)
     try:
         return pack_address(text)  # the common case: a plain address
     except InvalidAddress:
@@ -132,7 +132,7 @@ def parse_viewer_address(raw: bytes) -> bytes:
     address. The port is required and the address is never bracketed, so split on the last colon
     (AWS CloudFront Developer Guide, "Add CloudFront request headers"). Raises :class:`InvalidAddress`.
     """
-    text = raw.decode("latin-1").strip(" \t")
+    text = _stripped(raw)
     host, sep, port = text.rpartition(":")
     if not sep or not _valid_port(port):
         raise InvalidAddress(f"not ip:port: {_shown(text)}")
@@ -161,6 +161,18 @@ def rightmost_entries(lines: Sequence[bytes], limit: int = MAX_ENTRIES) -> list[
         # With need + 1 parts the leftmost one is the unsplit rest of the line: not needed.
         out.extend(parts[:0:-1] if len(parts) > need else parts[::-1])
     return out
+
+
+#: The longest valid entry: ``[`` + 45 characters of IPv6 (INET6_ADDRSTRLEN - 1) + ``]:65535``.
+_MAX_ENTRY: Final = 53
+
+
+def _stripped(raw: bytes) -> str:
+    # Strip the bytes, then decode only what can be an address: a 1 MB entry costs one scan.
+    value = raw.strip(b" \t")
+    if len(value) > _MAX_ENTRY:
+        raise InvalidAddress(f"not an address: {len(value)} bytes")
+    return value.decode("latin-1")
 
 
 def _valid_port(port: str) -> bool:
