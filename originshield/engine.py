@@ -390,12 +390,6 @@ class Engine:
         """Configured routes in match order (longest prefix first)."""
         return self._routes
 
-    def outcome_keys(self) -> list[CounterKey]:
-        """Every counter key the engine can produce."""
-        return [o.counter_key for _p, _d, _m, cr in self._table for o in cr.outcomes.values()] + [
-            o.counter_key for o in self.default.outcomes.values()
-        ]
-
     def policy_reports(self) -> tuple[PolicyReport, ...]:
         """Each distinct policy with the routes using it and the records of its tree."""
         out = []
