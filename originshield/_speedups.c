@@ -1,10 +1,17 @@
-/* Optional accelerator for originshield.radix: address parsing and the trie walk in C.
+/* Optional accelerator for originshield: address parsing, the radix walk, and the whole per-request
+ * decision of the middleware, in C.
  *
- * It walks the very structure radix.py builds (lists of 256 slots, leaves are tuples), so the
- * pure-Python walk in radix.py is the reference and the fallback; tests compare both against a
- * brute-force scan. Parsing uses the C library's inet_pton, which accepts only plain dotted-quad
- * IPv4 (no leading zeros, no shorthand like "1.2.3") and plain IPv6 (no zone id, no brackets,
- * no port), exactly like socket.inet_pton in the Python path.
+ * Every rule here has a readable Python reference, and the tests run both on the same inputs:
+ *   - parse_text / Lookup: radix.py (_pack_py, _PyLookup);
+ *   - parse_forwarded / parse_viewer: client_ip.py (parse_forwarded_entry, parse_viewer_address);
+ *   - Decider.decide: engine.py (Engine.decide), over the same compiled tables;
+ *   - Budget: ratelimit.py (_PyBudget).
+ * Parsing uses the C library's inet_pton, which accepts only plain dotted-quad IPv4 (no leading
+ * zeros, no shorthand like "1.2.3") and plain IPv6 (no zone id, no brackets, no port), exactly like
+ * socket.inet_pton in the Python path.
+ *
+ * There is no cache keyed on request bytes anywhere (design.md: a key that forgets one input is a
+ * bypass): every request is decided whole, from the scope's own values.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -13,10 +20,90 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 static PyObject *invalid_address = NULL; /* originshield.errors.InvalidAddress, set by radix.py */
 
 static const unsigned char MAPPED[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+/* Dotted-quad IPv4 exactly as glibc's inet_pton4 (resolv/inet_pton.c) reads it, which is what
+ * socket.inet_pton calls in the Python reference: four decimal octets of at most 255, no leading
+ * zero ("010" is octal to some parsers: a classic allowlist bypass), nothing else (glibc's loop
+ * accepts exactly these strings). Written out here because the call into the C library cost ~360
+ * instructions per address, and a request through an ALB has three. */
+static int
+parse_v4(const char *s, Py_ssize_t n, unsigned char *buf)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    int k = 0;
+    for (;;) {
+        unsigned int v;
+        if (p == end || (unsigned int)(*p - '0') > 9) {
+            return -1;
+        }
+        v = (unsigned int)(*p++ - '0');
+        while (p != end && (unsigned int)(*p - '0') <= 9) {
+            if (v == 0) {
+                return -1; /* a leading zero */
+            }
+            v = v * 10 + (unsigned int)(*p++ - '0');
+            if (v > 255) {
+                return -1;
+            }
+        }
+        buf[k++] = (unsigned char)v;
+        if (p == end) {
+            return k == 4 ? 4 : -1;
+        }
+        if (*p++ != '.' || k == 4) {
+            return -1;
+        }
+    }
+}
+
+/* Parse s[0:n] (not NUL-terminated) into buf: 4 or 16 (IPv4-mapped IPv6, RFC 4291 section
+ * 2.5.5.2, is returned as the 4 IPv4 bytes so that one host cannot match or dodge a rule under two
+ * spellings), or -1. No exception is set. Like radix._pack_py: IPv6 when the text holds a colon.
+ * 45 is INET6_ADDRSTRLEN - 1: inet_pton accepts nothing longer, and an embedded NUL would end the
+ * text early (socket.inet_pton refuses it). */
+static int
+parse_text(const char *s, Py_ssize_t n, unsigned char *buf)
+{
+    char text[46];
+    if (n <= 0 || n > 45) {
+        return -1;
+    }
+    if (parse_v4(s, n, buf) == 4) {
+        return 4; /* digits and dots only: no colon, so IPv4 in the reference too */
+    }
+    if (memchr(s, ':', (size_t)n) == NULL || memchr(s, '\0', (size_t)n) != NULL) {
+        return -1;
+    }
+    memcpy(text, s, (size_t)n);
+    text[n] = '\0';
+    if (inet_pton(AF_INET6, text, buf) != 1) {
+        return -1;
+    }
+    if (memcmp(buf, MAPPED, 12) == 0) {
+        memmove(buf, buf + 12, 4);
+        return 4;
+    }
+    return 16;
+}
+
+/* A str address (the socket peer): 4, 16 or -1 (no exception set). A str that is not valid UTF-8
+ * (lone surrogates) is not an address. */
+static int
+parse_str(PyObject *ip, unsigned char *buf)
+{
+    Py_ssize_t len;
+    const char *s = PyUnicode_AsUTF8AndSize(ip, &len);
+    if (s == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    return parse_text(s, len, buf);
+}
 
 static PyObject *
 raise_invalid(PyObject *ip)
@@ -30,44 +117,108 @@ raise_invalid(PyObject *ip)
     return NULL;
 }
 
-/* Parse into buf; returns the number of address bytes (4 or 16) or -1 with an exception set.
- * IPv4-mapped IPv6 (::ffff:a.b.c.d, RFC 4291 section 2.5.5.2) is returned as the 4 IPv4 bytes so
- * that one host cannot match (or dodge) a rule under two spellings. */
+/* parse() for the Python API: -1 with InvalidAddress (or TypeError) set. */
 static int
 parse(PyObject *ip, unsigned char *buf)
 {
-    Py_ssize_t len;
-    const char *s;
+    int n;
     if (!PyUnicode_Check(ip)) {
         PyErr_Format(PyExc_TypeError, "address must be str, not %.100s", Py_TYPE(ip)->tp_name);
         return -1;
     }
-    s = PyUnicode_AsUTF8AndSize(ip, &len);
-    if (s == NULL) { /* lone surrogates: not an address */
-        PyErr_Clear();
+    n = parse_str(ip, buf);
+    if (n < 0) {
         raise_invalid(ip);
-        return -1;
     }
-    if (len == 0 || len > 45 || (Py_ssize_t)strlen(s) != len) { /* INET6_ADDRSTRLEN - 1; NUL inside */
-        raise_invalid(ip);
-        return -1;
+    return n;
+}
+
+/* RFC 9110 OWS around a list member: spaces and tabs (client_ip.py strips " \t"). */
+static void
+strip_ows(const char **s, Py_ssize_t *n)
+{
+    const char *p = *s;
+    Py_ssize_t len = *n;
+    while (len > 0 && (p[0] == ' ' || p[0] == '\t')) {
+        p++;
+        len--;
     }
-    if (memchr(s, ':', (size_t)len) != NULL) {
-        if (inet_pton(AF_INET6, s, buf) != 1) {
-            raise_invalid(ip);
+    while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t')) {
+        len--;
+    }
+    *s = p;
+    *n = len;
+}
+
+/* client_ip._valid_port: 1 to 5 ASCII digits, at most 65535. */
+static int
+valid_port(const char *s, Py_ssize_t n)
+{
+    long v = 0;
+    if (n < 1 || n > 5) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return 0;
+        }
+        v = v * 10 + (s[i] - '0');
+    }
+    return v <= 65535;
+}
+
+/* client_ip.parse_forwarded_entry: "a.b.c.d", "v6", "a.b.c.d:port" or "[v6]:port" (the port is
+ * optional inside brackets), with optional OWS. 4, 16 or -1. */
+static int
+parse_forwarded(const char *s, Py_ssize_t n, unsigned char *buf)
+{
+    int r;
+    strip_ows(&s, &n);
+    r = parse_text(s, n, buf);
+    if (r > 0 || n == 0) {
+        return r;
+    }
+    if (s[0] == '[') {
+        const char *close = memchr(s, ']', (size_t)n), *rest;
+        Py_ssize_t hlen, rlen;
+        if (close == NULL) {
             return -1;
         }
-        if (memcmp(buf, MAPPED, 12) == 0) {
-            memmove(buf, buf + 12, 4);
-            return 4;
+        hlen = close - (s + 1);
+        rest = close + 1;
+        rlen = n - (rest - s);
+        if (memchr(s + 1, ':', (size_t)hlen) == NULL || (rlen > 0 && !(rest[0] == ':' && valid_port(rest + 1, rlen - 1)))) {
+            return -1;
         }
-        return 16;
+        return parse_text(s + 1, hlen, buf);
     }
-    if (inet_pton(AF_INET, s, buf) != 1) {
-        raise_invalid(ip);
+    {
+        const char *colon = memchr(s, ':', (size_t)n), *port;
+        Py_ssize_t plen;
+        if (colon == NULL) {
+            return -1;
+        }
+        port = colon + 1;
+        plen = n - (port - s);
+        if (memchr(port, ':', (size_t)plen) != NULL || !valid_port(port, plen)) {
+            return -1;
+        }
+        return parse_text(s, colon - s, buf) == 4 ? 4 : -1;
+    }
+}
+
+/* client_ip.parse_viewer_address: CloudFront-Viewer-Address is "ip:port" with an unbracketed IPv6
+ * address, so it splits on the last colon. 4, 16 or -1. */
+static int
+parse_viewer(const char *s, Py_ssize_t n, unsigned char *buf)
+{
+    const char *colon;
+    strip_ows(&s, &n);
+    colon = n > 0 ? memrchr(s, ':', (size_t)n) : NULL;
+    if (colon == NULL || !valid_port(colon + 1, n - (colon + 1 - s))) {
         return -1;
     }
-    return 4;
+    return parse_text(s, colon - s, buf);
 }
 
 static PyObject *
@@ -197,7 +348,7 @@ static PyTypeObject LookupType = {
     .tp_methods = lookup_methods,
 };
 
-/* Counter: one request count (metrics.Counters keeps one per (route, reason, action)). The gate
+/* Counter: one request count (metrics.Counters keeps one per (route, reason, action)). The decider
  * adds to the cell of its outcome directly: no dict lookup, no hashing, no int object per request. */
 typedef struct {
     PyObject_HEAD
@@ -230,39 +381,189 @@ static PyTypeObject CounterType = {
     .tp_name = "originshield._speedups.Counter",
     .tp_basicsize = sizeof(Counter),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Counter(): a request count (value), added to by the gate without the GIL ever released.",
+    .tp_doc = "Counter(): a request count (value), added to by the decider with the GIL held.",
     .tp_new = counter_new,
     .tp_repr = (reprfunc)counter_repr,
     .tp_members = counter_members,
 };
 
 /* ---------------------------------------------------------------------------------------------
- * Gate and Shield: the middleware's hot path in C.
+ * Budget: the log-line rate limiter of one (route, reason) (ratelimit.py has the Python twin and
+ * the reference). A refusal flood must not turn into a log flood (design.md: "logging must not
+ * amplify it"): the first `burst` lines of each `interval` seconds are logged in full, the rest are
+ * counted (in `suppressed`, a Counter the metrics export) and summed up in one summary line, logged
+ * before the next full line of a later interval (or by flush()).
+ * ------------------------------------------------------------------------------------------- */
+typedef struct {
+    PyObject_HEAD
+    long long burst;
+    double interval;
+    double start; /* when the current interval began (time.monotonic()'s clock) */
+    long long used;    /* lines logged in the current interval */
+    long long pending; /* lines suppressed since the last summary */
+    PyObject *suppressed; /* a Counter */
+} Budget;
+
+static PyTypeObject BudgetType;
+
+/* -1: suppress this line (counted); n >= 0: log it, after a summary of n suppressed lines if n > 0. */
+static long long
+budget_take(Budget *b, double now)
+{
+    long long summary = 0;
+    if (now - b->start >= b->interval || now < b->start) {
+        summary = b->pending;
+        b->pending = 0;
+        b->used = 0;
+        b->start = now;
+    }
+    if (b->used < b->burst) {
+        b->used++;
+        return summary;
+    }
+    b->pending++;
+    ((Counter *)b->suppressed)->value++;
+    return -1;
+}
+
+static double
+monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* the clock of Python's time.monotonic() on Linux */
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static PyObject *
+budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    long long burst;
+    double interval;
+    PyObject *cell;
+    Budget *b;
+    if (!PyArg_ParseTuple(args, "LdO!:Budget", &burst, &interval, &CounterType, &cell)) {
+        return NULL;
+    }
+    if (burst < 1 || !(interval > 0.0)) {
+        PyErr_SetString(PyExc_ValueError, "Budget: burst must be >= 1 and interval > 0");
+        return NULL;
+    }
+    b = (Budget *)type->tp_alloc(type, 0);
+    if (b != NULL) {
+        b->burst = burst;
+        b->interval = interval;
+        b->start = -1e300;
+        b->suppressed = Py_NewRef(cell);
+    }
+    return (PyObject *)b;
+}
+
+static void
+budget_dealloc(Budget *self)
+{
+    Py_CLEAR(self->suppressed);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+budget_take_py(PyObject *self, PyObject *arg)
+{
+    double now = PyFloat_AsDouble(arg);
+    if (now == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyLong_FromLongLong(budget_take((Budget *)self, now));
+}
+
+static PyObject *
+budget_flush(PyObject *self, PyObject *unused)
+{
+    Budget *b = (Budget *)self;
+    long long n = b->pending;
+    b->pending = 0;
+    return PyLong_FromLongLong(n);
+}
+
+static PyMethodDef budget_methods[] = {
+    {"take", budget_take_py, METH_O, "take(now) -> -1 (suppress) or the suppressed lines to summarise first."},
+    {"flush", budget_flush, METH_NOARGS, "The lines suppressed since the last summary (and reset)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef budget_members[] = {
+    {"burst", T_LONGLONG, offsetof(Budget, burst), READONLY, "Full lines per interval."},
+    {"interval", T_DOUBLE, offsetof(Budget, interval), READONLY, "Seconds."},
+    {"pending", T_LONGLONG, offsetof(Budget, pending), READONLY, "Suppressed since the last summary."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject BudgetType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "originshield._speedups.Budget",
+    .tp_basicsize = sizeof(Budget),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Budget(burst, interval, suppressed_counter): log lines of one (route, reason).",
+    .tp_new = budget_new,
+    .tp_dealloc = (destructor)budget_dealloc,
+    .tp_methods = budget_methods,
+    .tp_members = budget_members,
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Decider: Engine.decide (engine.py) in C, over the tables Engine builds (see Engine._native for
+ * the structure, versioned by DECIDER_VERSION). decide() is pure: the same (method, path, client,
+ * headers) always give the same outcome for one Decider, and nothing is remembered between calls.
+ * Bound to a middleware (app, refuse, log), admit() also runs the request: counts its outcome,
+ * strips the secret header and calls the app, or answers the refusal; Python code of ours runs
+ * only for a log line the rate limiter lets through (and GeoIP lookups).
  *
- * Gate replays the cheap half of Engine.decide (engine.py) for one ASGI scope: the route match, the
- * single header pass, the secret's verdict, the early refusals and the decision cache key. It
- * answers only when that half settles the request (an early outcome, or a hit in the decision cache
- * that the Python path fills: both read the same dict, so a hit is the very tuple decide() would
- * return; hits are also remembered in the gate's memo, see memo_find). Anything else (a cache
- * miss, a path that may hold a dot segment, a non-conforming scope) answers None and
- * Engine.decide runs, which also raises the same errors for malformed scopes. Engine.decide is the
- * reference; tests/test_gate.py compares both on crafted and random scopes.
- *
- * Shield is OriginShield's base class and its __call__: with a Gate bound to the middleware (its
- * app, counters and refusal), an allowed request is counted, stripped of the secret header and
- * handed to the app without a Python frame of ours; everything else calls the Python method
- * (``_handle``).
- *
- * Why C: under uvicorn the same work in Python cost ~20,000 instructions per request, a fifth of
- * a trivial app's whole request; issue 3 wants the middleware within 3%.
+ * Why C: in Python the decision costs ~50,000 instructions per request on CloudFront's real
+ * traffic (every viewer different), a third of a small app's request under uvicorn (issue 12).
  * ------------------------------------------------------------------------------------------- */
 
+#define DECIDER_VERSION 1
+#define MAX_TRUSTED_HOPS 8                  /* client_ip.MAX_TRUSTED_HOPS (checked at construction) */
+#define XFF_KEEP (MAX_TRUSTED_HOPS + 2)     /* entries a walk reads at most: hops, checked, viewer */
+
+/* Reason codes, in policy.REASONS order (the tuple REASONS below is compared at import). */
+enum {
+    R_ALLOWED,
+    R_MALFORMED_SCOPE,
+    R_NO_CLIENT_ADDRESS,
+    R_BAD_PATH,
+    R_SECRET_DUPLICATE,
+    R_SECRET_MISSING,
+    R_SECRET_INVALID,
+    R_RANGES_STALE,
+    R_BAD_CLIENT_ADDRESS,
+    R_PEER_FORWARDED,
+    R_BAD_FORWARDED_CHAIN,
+    R_PEER_NOT_ALLOWED,
+    R_EDGE_NOT_ALLOWED,
+    R_BAD_VIEWER_ADDRESS,
+    R_COUNTRY_NOT_ALLOWED,
+    R_COUNTRY_UNKNOWN,
+    NREASONS
+};
+static const char *const REASON_NAMES[NREASONS] = {
+    "allowed",           "malformed_scope",      "no_client_address",  "bad_path",
+    "secret_duplicate",  "secret_missing",       "secret_invalid",     "ranges_stale",
+    "bad_client_address", "peer_forwarded",      "bad_forwarded_chain", "peer_not_allowed",
+    "edge_not_allowed",  "bad_viewer_address",   "country_not_allowed", "country_unknown",
+};
+
+enum { MODE_CLOUDFRONT, MODE_DIRECT, MODE_PEER };
+#define NCOUNTRIES (26 * 26)
+
 typedef struct {
-    PyObject *index; /* route index (int), the first element of every cache key */
-    int uses_xff, uses_cva, uses_cvc;
-    PyObject *no_client, *secret_duplicate, *secret_missing, *secret_invalid, *stale; /* NULL: none */
-    PyObject *allowed;               /* the route's "allowed" outcome */
-    Counter *allowed_count;          /* its counter cell (bound gates only), else NULL */
+    PyObject *outcomes[NREASONS]; /* borrowed (Decider.keep owns them) */
+    Counter *cells[NREASONS];     /* counter cells (bound deciders), else NULL */
+    Budget *budgets[NREASONS];    /* log budgets of the refusals (bound deciders), else NULL */
+    int mode, require_secret, stale, uses_cva, uses_cvc;
+    int country;        /* the policy has country rules */
+    int has_allow, reject_unknown;
+    unsigned char allow[NCOUNTRIES], deny[NCOUNTRIES]; /* by country index, see country_index */
+    PyObject *lookup;   /* the policy's Lookup */
 } RouteInfo;
 
 typedef struct {
@@ -270,101 +571,43 @@ typedef struct {
     Py_ssize_t plen;
     Py_UCS4 last; /* prefix[-1] */
     int is_dir;
-    PyObject *methods; /* frozenset, or NULL for any method */
+    PyObject *methods; /* frozenset of str, or NULL for any method */
     RouteInfo info;
 } RouteEntry;
 
-/* A decision-cache key as the C side sees it: the same inputs as Engine.decide's tuple, plus a hash
- * of them for the memo (see memo_find). xff, cva and cvc are NULL when not part of the key;
- * verified is -1 when not part of it (routes that read no CloudFront header). */
-typedef struct {
-    RouteInfo *info;
-    PyObject *host, *xff, *cva, *cvc; /* borrowed */
-    int verified;
-    uint64_t hash;
-} MemoKey;
-
-/* A memo slot: a MemoKey whose objects it owns, and the cached result it was found with. */
-typedef struct {
-    RouteInfo *info; /* NULL: empty */
-    PyObject *host, *xff, *cva, *cvc;
-    int verified;
-    uint64_t hash;
-    PyObject *result;
-} Memo;
-
-/* Slots in a gate's memo: sets of MEMO_WAYS (a power of two each). 2,048 slots are 112 KiB,
- * allocated on first use. Two ways: a client cycling through a few hundred keys would otherwise
- * find a fifth of them sharing a slot with another, each evicting the other on every round. */
-#define MEMO_SLOTS 2048
-#define MEMO_WAYS 2
-
 typedef struct {
     PyObject_HEAD
-    vectorcallfunc vectorcall;
-    PyObject *keep;  /* the constructor's arguments: own every object the pointers below borrow */
-    PyObject *cache; /* dict behind the engine's cachetools cache, or NULL */
+    PyObject *keep; /* the constructor's arguments: own every object the pointers below borrow */
     Py_ssize_t nroutes;
     RouteEntry *routes;
     RouteInfo dflt;
-    PyObject *xff, *secret, *cva, *cvc; /* lower-case header names (bytes); secret NULL if none */
-    PyObject *values;                   /* tuple of accepted secret values, NULL if none */
-    PyObject *duplicate;                /* marker for a repeated CloudFront header */
-    Py_ssize_t max_xff, max_host, max_header;
-    /* Bound to a middleware (else NULL): app(scope, receive, send), the counter cells by counter
-     * key (dict), refuse(scope, send), logged() -> whether refusals are logged (then the Python
-     * path runs: it builds the log line). */
-    PyObject *app, *cells, *refuse, *logged;
+    PyObject *secret;  /* lower-case secret header name (bytes) or NULL */
+    PyObject *values;  /* tuple of accepted secret values (bytes) or NULL */
+    PyObject *trusted; /* Lookup of the trusted proxies */
+    int has_trusted;
+    PyObject *geoip; /* country(packed) -> str | None, or NULL */
     int report_only;
-    Memo *memo;         /* MEMO_SLOTS slots, or NULL until the first cache hit */
-    uint64_t seed;      /* keys the memo's hash (from the process's string hash secret) */
-    uint64_t hash_mask; /* all ones; 0 in tests (Gate._collide): every key in one set */
-} Gate;
+    Py_ssize_t hints[5];          /* where the scope keys were found last (see scope_read) */
+    PyObject *app, *refuse, *log; /* bound: app(scope, receive, send), refuse(scope, send),
+                                     log(scope, outcome, summarised); else NULL */
+} Decider;
 
+static PyTypeObject DeciderType;
+
+/* One decision's verdict and what admit() needs to finish the request. */
 typedef struct {
     RouteInfo *info;
-    PyObject *headers; /* a strong reference (the caller releases it) */
-    Py_ssize_t secret_at, secret_count;
-} Found;
+    int reason;
+    Py_ssize_t secret_count, secret_at; /* copies of the secret header, index of the last one */
+    PyObject *secret_item;              /* identity only (never dereferenced unless re-checked) */
+} Verdict;
 
-static PyObject *s_type, *s_http, *s_websocket, *s_method, *s_path, *s_headers, *s_client, *s_get, *s_allowed,
-    *s_counter_key, *s_handle;
+static PyObject *s_type, *s_http, *s_websocket, *s_method, *s_path, *s_headers, *s_client, *s_get,
+    *s_handle;
 
-static int
-route_info(PyObject *t, RouteInfo *info)
-{
-    PyObject *o[11];
-    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 11) {
-        PyErr_SetString(PyExc_TypeError, "route info must be an 11-tuple");
-        return -1;
-    }
-    for (int i = 0; i < 11; i++) {
-        o[i] = PyTuple_GET_ITEM(t, i);
-    }
-    if (!PyLong_CheckExact(o[0]) || !PyTuple_CheckExact(o[4]) || !PyTuple_CheckExact(o[5])) {
-        PyErr_SetString(PyExc_TypeError, "route info: bad index or early results");
-        return -1;
-    }
-    info->index = o[0];
-    info->uses_xff = PyObject_IsTrue(o[1]);
-    info->uses_cva = PyObject_IsTrue(o[2]);
-    info->uses_cvc = PyObject_IsTrue(o[3]);
-    info->no_client = o[4];
-    info->secret_duplicate = o[5];
-    info->secret_missing = o[6] == Py_None ? NULL : o[6];
-    info->secret_invalid = o[7] == Py_None ? NULL : o[7];
-    info->stale = o[8] == Py_None ? NULL : o[8];
-    info->allowed = o[9];
-    if (o[10] != Py_None && !Py_IS_TYPE(o[10], &CounterType)) {
-        PyErr_SetString(PyExc_TypeError, "route info: the allowed counter must be a Counter or None");
-        return -1;
-    }
-    info->allowed_count = o[10] == Py_None ? NULL : (Counter *)o[10];
-    if (info->uses_xff < 0 || info->uses_cva < 0 || info->uses_cvc < 0) {
-        return -1;
-    }
-    return 0;
-}
+static const char XFF_NAME[] = "x-forwarded-for";
+static const char CVA_NAME[] = "cloudfront-viewer-address";
+static const char CVC_NAME[] = "cloudfront-viewer-country";
 
 /* hmac.compare_digest's algorithm (CPython Modules/_operator.c, _tscmp): the time depends only on
  * the accepted value's length, never on where a guess first differs (no branch on the data; the
@@ -391,19 +634,13 @@ equal_ct(const unsigned char *guess, Py_ssize_t glen, const unsigned char *accep
     return result == 0;
 }
 
-/* name.lower() == known (known is lower case): ASGI promises lower-case names, a crafted scope may
- * not keep the promise, and "X-Forwarded-For" must not sidestep the trust model (as decide()). */
+/* name.lower() == known (known is lower case, n bytes): ASGI promises lower-case names, a crafted
+ * or non-conforming server may not keep the promise, and "X-Forwarded-For" must not sidestep the
+ * trust model. bytes.lower() changes ASCII A-Z only; so does this. */
 static int
-name_is(PyObject *name, PyObject *known)
+name_is(const unsigned char *a, const char *known, Py_ssize_t n)
 {
-    Py_ssize_t n = PyBytes_GET_SIZE(name);
-    const unsigned char *a, *b;
-    if (known == NULL || n != PyBytes_GET_SIZE(known)) {
-        return 0;
-    }
-    a = (const unsigned char *)PyBytes_AS_STRING(name);
-    b = (const unsigned char *)PyBytes_AS_STRING(known);
-    if (memcmp(a, b, (size_t)n) == 0) {
+    if (memcmp(a, known, (size_t)n) == 0) {
         return 1;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -411,14 +648,28 @@ name_is(PyObject *name, PyObject *known)
         if (c >= 'A' && c <= 'Z') {
             c = (unsigned char)(c + 32);
         }
-        if (c != b[i]) {
+        if (c != (unsigned char)known[i]) {
             return 0;
         }
     }
     return 1;
 }
 
-/* path.startswith(prefix) and (is_dir or whole segment) and (methods is None or method in methods) */
+/* 0 when a str's PEP 393 data can be read (-1 with an exception set). Before 3.12 a "legacy" str
+ * made by deprecated C APIs may not be ready yet. */
+static int
+str_ready(PyObject *o)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    return PyUnicode_READY(o);
+#else
+    (void)o;
+    return 0;
+#endif
+}
+
+/* Engine's route match: path.startswith(prefix) and (is_dir or whole segment) and (methods is
+ * None or method in methods). method is an exact str: the set lookup runs no Python code. */
 static int
 route_matches(RouteEntry *e, PyObject *path, Py_ssize_t len, PyObject *method)
 {
@@ -445,41 +696,462 @@ route_matches(RouteEntry *e, PyObject *path, Py_ssize_t len, PyObject *method)
     return 1;
 }
 
-/* Whether "/." occurs in path: the candidates for a "." or ".." segment, which decide() refuses. */
+/* Whether a "/"-separated segment of path is "." or ".." (engine._has_dot_segment). */
 static int
-has_slash_dot(PyObject *path, Py_ssize_t len)
+has_dot_segment(PyObject *path, Py_ssize_t len)
 {
     int kind = PyUnicode_KIND(path);
     const void *data = PyUnicode_DATA(path);
-    if (kind == PyUnicode_1BYTE_KIND) {
-        const char *s = data, *p = s, *end = s + len;
-        while ((p = memchr(p, '.', (size_t)(end - p))) != NULL) {
-            if (p > s && p[-1] == '/') {
+    Py_ssize_t start = 0;
+    if (kind == PyUnicode_1BYTE_KIND && memchr(data, '.', (size_t)len) == NULL) {
+        return 0; /* the common case: no dot at all */
+    }
+    for (Py_ssize_t i = 0; i <= len; i++) {
+        if (i == len || PyUnicode_READ(kind, data, i) == '/') {
+            Py_ssize_t n = i - start;
+            if ((n == 1 || n == 2) && PyUnicode_READ(kind, data, start) == '.' &&
+                (n == 1 || PyUnicode_READ(kind, data, start + 1) == '.')) {
                 return 1;
             }
-            p++;
-        }
-        return 0;
-    }
-    for (Py_ssize_t i = 1; i < len; i++) {
-        if (PyUnicode_READ(kind, data, i) == '.' && PyUnicode_READ(kind, data, i - 1) == '/') {
-            return 1;
+            start = i + 1;
         }
     }
     return 0;
 }
 
-/* 0 when a str's PEP 393 data can be read (-1 with an exception set). Before 3.12 a "legacy" str
- * made by deprecated C APIs may not be ready yet. */
+static PyObject *
+walk(PyObject *node, const unsigned char *b, int n);
+
+/* Whether lookup (a Lookup) has a record for the packed address: -1 on a corrupt tree. */
 static int
-str_ready(PyObject *o)
+lookup_hit(PyObject *lookup, const unsigned char *b, int n)
 {
-#if PY_VERSION_HEX < 0x030C0000
-    return PyUnicode_READY(o);
-#else
-    (void)o;
+    PyObject *leaf = walk(n == 4 ? ((Lookup *)lookup)->root4 : ((Lookup *)lookup)->root6, b, n);
+    int hit;
+    if (leaf == NULL) {
+        return -1;
+    }
+    hit = PyTuple_GET_SIZE(leaf) > 0;
+    Py_DECREF(leaf);
+    return hit;
+}
+
+/* The X-Forwarded-For entries from the right, without joining the lines (RFC 9110 5.3: repeated
+ * lines are one comma-separated list, in order): the newest XFF_KEEP lines are kept (every line
+ * holds at least one entry, and a walk reads at most XFF_KEEP entries). */
+typedef struct {
+    PyObject *lines[XFF_KEEP]; /* borrowed values, a ring indexed by line number % XFF_KEEP */
+    Py_ssize_t count;          /* X-Forwarded-For lines in the scope */
+    Py_ssize_t next;           /* lines already opened, newest first */
+    const char *s;             /* the line being read */
+    Py_ssize_t end;            /* its unread prefix length; -1: open the next line */
+} Xff;
+
+static int
+xff_next(Xff *x, const char **entry, Py_ssize_t *n)
+{
+    const char *comma;
+    if (x->end < 0) {
+        PyObject *line;
+        if (x->next >= x->count || x->next >= XFF_KEEP) {
+            return 0;
+        }
+        line = x->lines[(x->count - 1 - x->next) % XFF_KEEP];
+        x->next++;
+        x->s = PyBytes_AS_STRING(line);
+        x->end = PyBytes_GET_SIZE(line);
+    }
+    comma = x->end > 0 ? memrchr(x->s, ',', (size_t)x->end) : NULL;
+    if (comma == NULL) {
+        *entry = x->s;
+        *n = x->end;
+        x->end = -1;
+    } else {
+        *entry = comma + 1;
+        *n = x->end - (comma + 1 - x->s);
+        x->end = comma - x->s;
+    }
+    return 1;
+}
+
+static int
+country_index(const char *s, Py_ssize_t n)
+{
+    if (n != 2 || s[0] < 'A' || s[0] > 'Z' || s[1] < 'A' || s[1] > 'Z') {
+        return -1;
+    }
+    return (s[0] - 'A') * 26 + (s[1] - 'A');
+}
+
+/* Policy.country_verdict for a country index (-1: unknown). */
+static int
+country_verdict(RouteInfo *info, int c)
+{
+    if (c < 0) {
+        return info->reject_unknown ? R_COUNTRY_UNKNOWN : R_ALLOWED;
+    }
+    if (info->deny[c] || (info->has_allow && !info->allow[c])) {
+        return R_COUNTRY_NOT_ALLOWED;
+    }
+    return R_ALLOWED;
+}
+
+/* The resolver's answer for the viewer: a country index or -1 (unknown). An answer that is not a
+ * two-letter upper-case str is unknown, and a resolver error is unknown too (fail closed where an
+ * allow list is set), as in Engine.decide. -2 on an error that is not an Exception. */
+static int
+geoip_country(Decider *d, const unsigned char *viewer, int n)
+{
+    PyObject *packed = PyBytes_FromStringAndSize((const char *)viewer, n), *answer;
+    int c = -1;
+    if (packed == NULL) {
+        return -2;
+    }
+    answer = PyObject_CallOneArg(d->geoip, packed);
+    Py_DECREF(packed);
+    if (answer == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return -2;
+        }
+        PyErr_Clear(); /* engine.py logs it when the decision is logged or explained */
+        return -1;
+    }
+    if (PyUnicode_CheckExact(answer) && PyUnicode_IS_ASCII(answer)) {
+        c = country_index((const char *)PyUnicode_DATA(answer), PyUnicode_GET_LENGTH(answer));
+    }
+    Py_DECREF(answer);
+    return c;
+}
+
+#define HEADER_ITEM(item, name, value)                                                                                \
+    (PyTuple_CheckExact(item)  ? (PyTuple_GET_SIZE(item) == 2 &&                                                      \
+                                 ((name) = PyTuple_GET_ITEM(item, 0), (value) = PyTuple_GET_ITEM(item, 1), 1))        \
+     : PyList_CheckExact(item) ? (PyList_GET_SIZE(item) == 2 &&                                                       \
+                                 ((name) = PyList_GET_ITEM(item, 0), (value) = PyList_GET_ITEM(item, 1), 1))          \
+                               : 0)
+
+/* Engine.decide, step for step (the reason codes say which step refused). 0 with *v filled, or -1
+ * with an exception set (memory, a corrupt tree, or a BaseException from the GeoIP resolver). */
+static int
+decide(Decider *d, PyObject *method, PyObject *path, PyObject *client, PyObject *headers, Verdict *v)
+{
+    RouteInfo *info = &d->dflt;
+    Py_ssize_t plen = 0, n, slen = d->secret ? PyBytes_GET_SIZE(d->secret) : -1;
+    PyObject *secret_value = NULL, *cva = NULL, *cvc = NULL, *host;
+    Py_ssize_t cva_count = 0, cvc_count = 0;
+    Xff xff;
+    int verified = 0, r, from_header = 0, nchecked, nviewer;
+    unsigned char peer[16], checked[16], viewer[16];
+    const unsigned char *viewer_p = NULL;
+    const char *entry;
+    Py_ssize_t elen;
+
+    v->secret_count = 0;
+    v->secret_at = -1;
+    v->secret_item = NULL;
+    xff.count = 0;
+    xff.next = 0;
+    xff.end = -1;
+#define DONE(why_)                                                                                                     \
+    do {                                                                                                               \
+        v->info = info;                                                                                                \
+        v->reason = (why_);                                                                                            \
+        return 0;                                                                                                      \
+    } while (0)
+
+    if (!PyUnicode_CheckExact(method) || !PyUnicode_CheckExact(path) || str_ready(path) < 0 ||
+        !(PyList_CheckExact(headers) || PyTuple_CheckExact(headers))) {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        DONE(R_MALFORMED_SCOPE);
+    }
+    plen = PyUnicode_GET_LENGTH(path);
+    for (Py_ssize_t i = 0; i < d->nroutes; i++) {
+        r = route_matches(&d->routes[i], path, plen, method);
+        if (r < 0) {
+            return -1;
+        }
+        if (r) {
+            info = &d->routes[i].info;
+            break;
+        }
+    }
+
+    /* One pass over the headers; no Python code runs in it (exact types only). */
+    n = PySequence_Fast_GET_SIZE(headers);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(headers, i), *name = NULL, *value = NULL;
+        const unsigned char *nm;
+        Py_ssize_t nlen;
+        if (!HEADER_ITEM(item, name, value) || !PyBytes_CheckExact(name) || !PyBytes_CheckExact(value)) {
+            DONE(R_MALFORMED_SCOPE);
+        }
+        nm = (const unsigned char *)PyBytes_AS_STRING(name);
+        nlen = PyBytes_GET_SIZE(name);
+        if (nlen == sizeof(XFF_NAME) - 1 && name_is(nm, XFF_NAME, nlen)) {
+            xff.lines[xff.count % XFF_KEEP] = value;
+            xff.count++;
+        } else if (nlen == slen && name_is(nm, PyBytes_AS_STRING(d->secret), nlen)) {
+            v->secret_count++;
+            v->secret_at = i;
+            v->secret_item = item;
+            secret_value = value;
+        } else if (nlen == sizeof(CVA_NAME) - 1) {
+            if (name_is(nm, CVA_NAME, nlen)) {
+                cva = cva_count++ ? cva : value;
+            } else if (name_is(nm, CVC_NAME, nlen)) {
+                cvc = cvc_count++ ? cvc : value;
+            }
+        }
+    }
+
+    /* The secret's verdict: every accepted value compared in constant time, no early exit. */
+    if (d->values != NULL && v->secret_count == 1) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(d->values); i++) {
+            PyObject *accepted = PyTuple_GET_ITEM(d->values, i);
+            verified |= equal_ct((const unsigned char *)PyBytes_AS_STRING(secret_value), PyBytes_GET_SIZE(secret_value),
+                                 (const unsigned char *)PyBytes_AS_STRING(accepted), PyBytes_GET_SIZE(accepted));
+        }
+    }
+
+    if (client == Py_None) {
+        DONE(R_NO_CLIENT_ADDRESS);
+    }
+    if (has_dot_segment(path, plen)) {
+        DONE(R_BAD_PATH);
+    }
+    if (d->values != NULL) {
+        if (v->secret_count > 1) {
+            DONE(R_SECRET_DUPLICATE);
+        }
+        if (info->require_secret && v->secret_count == 0) {
+            DONE(R_SECRET_MISSING);
+        }
+        if (info->require_secret && !verified) {
+            DONE(R_SECRET_INVALID);
+        }
+    }
+    if (info->stale) {
+        DONE(R_RANGES_STALE);
+    }
+
+    if (!((PyTuple_CheckExact(client) && PyTuple_GET_SIZE(client) >= 1) ||
+          (PyList_CheckExact(client) && PyList_GET_SIZE(client) >= 1))) {
+        DONE(R_BAD_CLIENT_ADDRESS);
+    }
+    host = PySequence_Fast_GET_ITEM(client, 0);
+    nchecked = PyUnicode_CheckExact(host) ? parse_str(host, peer) : -1;
+    if (nchecked < 0) {
+        DONE(R_BAD_CLIENT_ADDRESS);
+    }
+    memcpy(checked, peer, 16);
+    r = 0;
+    if (d->has_trusted) {
+        r = lookup_hit(d->trusted, peer, nchecked);
+        if (r < 0) {
+            return -1;
+        }
+    }
+    if (info->mode == MODE_PEER) {
+        /* Health checks come from the load balancer itself and carry no X-Forwarded-For; one
+         * forwarded through it is an internet client reaching the exempt path (issue 12). */
+        if (r && xff.count > 0) {
+            DONE(R_PEER_FORWARDED);
+        }
+    } else if (r) {
+        /* Behind our own proxies: the hop to check is the rightmost entry not written by one of them
+         * (topology 2: the CloudFront edge the ALB appended). */
+        for (int walked = 0;; walked++) {
+            if (walked > MAX_TRUSTED_HOPS || !xff_next(&xff, &entry, &elen)) {
+                DONE(R_BAD_FORWARDED_CHAIN);
+            }
+            nchecked = parse_forwarded(entry, elen, checked);
+            if (nchecked < 0) {
+                DONE(R_BAD_FORWARDED_CHAIN);
+            }
+            r = lookup_hit(d->trusted, checked, nchecked);
+            if (r < 0) {
+                return -1;
+            }
+            if (!r) {
+                break;
+            }
+        }
+        from_header = 1;
+    }
+
+    r = lookup_hit(info->lookup, checked, nchecked);
+    if (r <= 0) {
+        if (r < 0) {
+            return -1;
+        }
+        DONE(from_header ? R_EDGE_NOT_ALLOWED : R_PEER_NOT_ALLOWED);
+    }
+
+    if (info->mode == MODE_CLOUDFRONT) {
+        if (info->uses_cva && verified && cva_count > 0) {
+            nviewer = cva_count == 1 ? parse_viewer(PyBytes_AS_STRING(cva), PyBytes_GET_SIZE(cva), viewer) : -1;
+            if (nviewer < 0) {
+                DONE(R_BAD_VIEWER_ADDRESS);
+            }
+        } else {
+            /* CloudFront appends the address it saw: the entry just left of the edge. It always
+             * sends one, so a missing or unparsable viewer means this is not CloudFront's chain. */
+            nviewer = xff_next(&xff, &entry, &elen) ? parse_forwarded(entry, elen, viewer) : -1;
+            if (nviewer < 0) {
+                DONE(R_BAD_FORWARDED_CHAIN);
+            }
+        }
+        viewer_p = viewer;
+    } else if (info->mode == MODE_PEER) {
+        viewer_p = peer;
+        nviewer = nchecked;
+    } else {
+        viewer_p = checked;
+        nviewer = nchecked;
+    }
+
+    if (!info->country) {
+        DONE(R_ALLOWED);
+    }
+    if (info->uses_cvc && verified && cvc_count > 0) {
+        /* CloudFront's own header, trusted because the secret proves the request came through our
+         * distribution; a malformed or repeated value is "unknown", never a guess. */
+        r = cvc_count == 1 ? country_index(PyBytes_AS_STRING(cvc), PyBytes_GET_SIZE(cvc)) : -1;
+    } else if (d->geoip != NULL) {
+        r = geoip_country(d, viewer_p, nviewer);
+        v->secret_item = NULL; /* Python code ran: strip_secret re-reads every item */
+        if (r == -2) {
+            return -1;
+        }
+    } else {
+        r = -1;
+    }
+    DONE(country_verdict(info, r));
+#undef DONE
+}
+
+/* decide(method, path, client, headers) -> the Outcome (pure: counts and logs nothing). */
+static PyObject *
+decider_decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Verdict v;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "decide(method, path, client, headers)");
+        return NULL;
+    }
+    if (decide((Decider *)self, args[0], args[1], args[2], args[3], &v) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(v.info->outcomes[v.reason]);
+}
+
+/* The app never sees the secret: scope["headers"] becomes a new list without it (the server's list
+ * is left alone: it may hold on to it). The item decide() saw is removed if it is still in place
+ * (the common case: one copy, nothing ran since); otherwise every item named like the secret is
+ * left out. 0 done, -1 error. */
+static int
+strip_secret(Decider *d, PyObject *scope, PyObject *headers, Verdict *v)
+{
+    Py_ssize_t n, j = 0;
+    PyObject *out, *item, **items;
+    const char *secret = PyBytes_AS_STRING(d->secret);
+    Py_ssize_t slen = PyBytes_GET_SIZE(d->secret);
+    int r;
+    if (!(PyList_CheckExact(headers) || PyTuple_CheckExact(headers))) {
+        return 0; /* not a list any more: Python code replaced it (it was, when decided) */
+    }
+    n = PySequence_Fast_GET_SIZE(headers);
+    items = PySequence_Fast_ITEMS(headers);
+    if (v->reason != R_MALFORMED_SCOPE && v->secret_count == 1 && v->secret_at < n &&
+        items[v->secret_at] == v->secret_item) {
+        out = PyList_New(n - 1); /* the common case: one copy, nothing ran since the decision */
+        if (out == NULL) {
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (i != v->secret_at) {
+                PyList_SET_ITEM(out, j++, Py_NewRef(items[i]));
+            }
+        }
+    } else {
+        out = PyList_New(n);
+        if (out == NULL) {
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *name = NULL, *value = NULL;
+            (void)value;
+            item = PySequence_Fast_GET_ITEM(headers, i);
+            if (HEADER_ITEM(item, name, value) && PyBytes_Check(name) && PyBytes_GET_SIZE(name) == slen &&
+                name_is((const unsigned char *)PyBytes_AS_STRING(name), secret, slen)) {
+                continue;
+            }
+            PyList_SET_ITEM(out, j++, Py_NewRef(item));
+        }
+        Py_SET_SIZE(out, j); /* the slots past j were never filled (NULL) */
+    }
+    r = PyDict_SetItem(scope, s_headers, out);
+    Py_DECREF(out);
+    return r;
+}
+
+/* scope["type"], ["method"], ["path"], ["headers"], ["client"] as new references (Py_None when
+ * absent), or -1 with an exception set.
+ *
+ * Five dict lookups cost ~620 instructions, a fifth of the middleware's budget. A server builds
+ * every scope with the same keys in the same order, and those keys are the interned strings we
+ * hold; so each key is first looked for at the entry where it was last found (PyDict_Next from that
+ * position, ~40 instructions), and taken only if the key found there is that very string object.
+ * That is the dict's own value for the key, whatever the scope: the hint can only be right or
+ * missed. On a miss one pass over the scope relearns the positions, and a key still not found
+ * (equal but not identical, or absent) is looked up normally. Every value is owned before that
+ * lookup, which may run Python code (a key's __eq__) that changes the scope. */
+#define SCOPE_KEYS 5
+
+static PyObject *scope_names[SCOPE_KEYS]; /* s_type, s_method, s_path, s_headers, s_client */
+
+static int
+scope_read(Decider *d, PyObject *scope, PyObject **out)
+{
+    PyObject **names = scope_names, *key, *value;
+    Py_ssize_t pos;
+    int missing = 0;
+    for (int i = 0; i < SCOPE_KEYS; i++) {
+        pos = d->hints[i];
+        if (PyDict_Next(scope, &pos, &key, &value) && key == names[i]) {
+            out[i] = Py_NewRef(value);
+        } else {
+            out[i] = NULL;
+            missing = 1;
+        }
+    }
+    if (!missing) {
+        return 0;
+    }
+    pos = 0;
+    while (PyDict_Next(scope, &pos, &key, &value)) {
+        for (int i = 0; i < SCOPE_KEYS; i++) {
+            if (key == names[i]) {
+                d->hints[i] = pos - 1; /* PyDict_Next leaves pos one past the entry it returned */
+                if (out[i] == NULL) {
+                    out[i] = Py_NewRef(value);
+                }
+                break;
+            }
+        }
+    }
+    for (int i = 0; i < SCOPE_KEYS; i++) {
+        if (out[i] == NULL) {
+            value = PyDict_GetItemWithError(scope, names[i]);
+            if (value == NULL && PyErr_Occurred()) {
+                return -1;
+            }
+            out[i] = Py_NewRef(value == NULL ? Py_None : value);
+        }
+    }
     return 0;
-#endif
 }
 
 static int
@@ -488,585 +1160,244 @@ is_str(PyObject *o, PyObject *interned)
     return o == interned || (PyUnicode_CheckExact(o) && PyUnicode_Compare(o, interned) == 0);
 }
 
-/* scope[name] as a new reference, NULL when absent (or on error: check PyErr_Occurred). A scope
- * whose keys run Python code when compared could change the scope under us: the references keep
- * what we read alive. */
+/* The whole request for a bound decider: what the app returned (passed) or the refusal's awaitable,
+ * with *settled = 1; or *settled = 0 (NULL result, no exception) for a scope the Python path takes
+ * (lifespan, other scope types, a scope that is not a dict); or NULL with an exception set.
+ * *settled tells an app that returned None (not an ASGI 3 app, but it has run: it must not run
+ * twice) from a request left to Python. */
 static PyObject *
-scope_get(PyObject *scope, PyObject *name)
+decider_admit(Decider *d, PyObject *scope, PyObject *receive, PyObject *send, int *settled)
 {
-    PyObject *value = PyDict_GetItemWithError(scope, name);
-    Py_XINCREF(value);
-    return value;
-}
-
-/* The memo: a two-way set-associative table in front of the cachetools dict, filled from its
- * hits. A dict hit costs a key tuple (allocated, hashed with SipHash, compared element by element:
- * ~1,000 instructions, a fifth of the middleware's cost per request under uvicorn); a memo hit is
- * a multiply-xorshift hash of the same bytes and a memcmp. It is safe because it only ever holds
- * what the dict held in this gate's lifetime, and a gate lives exactly as long as its engine's
- * cache (a new snapshot, configuration or GeoIP database builds a new engine, cache and gate). It
- * is bounded (MEMO_SLOTS, the key lengths bounded as the dict's) and a collision only evicts: a
- * crafted key can at worst send a request back to the dict, never to another key's answer,
- * because a hit compares every byte of the key. */
-static uint64_t
-memo_mix(uint64_t h, const void *data, Py_ssize_t n)
-{
-    const unsigned char *p = data;
-    uint64_t w;
-    h ^= (uint64_t)n * 0x9E3779B97F4A7C15ULL; /* the length keeps "ab"+"c" apart from "a"+"bc" */
-    for (; n >= 8; n -= 8, p += 8) {
-        memcpy(&w, p, 8);
-        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
-        h ^= h >> 31;
-    }
-    if (n > 0) {
-        w = 0;
-        memcpy(&w, p, (size_t)n);
-        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
-        h ^= h >> 31;
-    }
-    return h;
-}
-
-static uint64_t
-memo_mix_bytes(uint64_t h, PyObject *b)
-{
-    return b == NULL ? h * 0x94D049BB133111EBULL : memo_mix(h, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
-}
-
-static void
-memo_key(Gate *g, MemoKey *k)
-{
-    uint64_t h = g->seed ^ (uint64_t)(uintptr_t)k->info;
-    h = memo_mix(h, PyUnicode_DATA(k->host), PyUnicode_GET_LENGTH(k->host) * PyUnicode_KIND(k->host));
-    h = memo_mix_bytes(h, k->xff);
-    if (k->verified >= 0) {
-        h = memo_mix_bytes(memo_mix_bytes(h ^ (uint64_t)k->verified, k->cva), k->cvc);
-    }
-    k->hash = (h ^ (h >> 29)) & g->hash_mask;
-}
-
-static int
-same_bytes(PyObject *a, PyObject *b)
-{
-    return a == b || (a != NULL && b != NULL && PyBytes_GET_SIZE(a) == PyBytes_GET_SIZE(b) &&
-                      memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(a)) == 0);
-}
-
-/* Two equal str objects have the same length and storage kind (PEP 393's canonical form). */
-static int
-same_str(PyObject *a, PyObject *b)
-{
-    return a == b || (PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b) && PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
-                      memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b),
-                             (size_t)(PyUnicode_GET_LENGTH(a) * PyUnicode_KIND(a))) == 0);
-}
-
-/* The result remembered for k (borrowed), or NULL. */
-static PyObject *
-memo_find(Gate *g, const MemoKey *k)
-{
-    Memo *m;
-    if (g->memo == NULL) {
+    PyObject *got[SCOPE_KEYS], *kind, *method, *path, *headers, *client, *result = NULL, *args[3];
+    Verdict v;
+    int passes;
+    *settled = 0;
+    if (!PyDict_CheckExact(scope)) {
         return NULL;
     }
-    m = &g->memo[(k->hash & (MEMO_SLOTS / MEMO_WAYS - 1)) * MEMO_WAYS];
-    for (int way = 0; way < MEMO_WAYS; way++, m++) {
-        if (m->info == k->info && m->hash == k->hash && m->verified == k->verified && same_str(m->host, k->host) &&
-            same_bytes(m->xff, k->xff) && same_bytes(m->cva, k->cva) && same_bytes(m->cvc, k->cvc)) {
-            return m->result;
+    if (scope_read(d, scope, got) < 0) {
+        for (int i = 0; i < SCOPE_KEYS; i++) {
+            Py_XDECREF(got[i]);
+        }
+        *settled = 1;
+        return NULL;
+    }
+    kind = got[0];
+    method = got[1];
+    path = got[2];
+    headers = got[3];
+    client = got[4];
+    if (kind != s_http && !is_str(kind, s_http)) {
+        if (!is_str(kind, s_websocket)) {
+            goto done; /* lifespan and other types: the Python path */
+        }
+        Py_SETREF(got[1], Py_NewRef(s_get)); /* a websocket handshake is a GET */
+        method = got[1];
+    }
+    *settled = 1;
+    if (decide(d, method, path, client, headers, &v) < 0) {
+        goto done;
+    }
+    if (v.info->cells[v.reason] != NULL) {
+        v.info->cells[v.reason]->value++;
+    }
+    passes = v.reason == R_ALLOWED || d->report_only;
+    if (v.reason != R_ALLOWED && v.info->budgets[v.reason] != NULL) {
+        long long summary = budget_take(v.info->budgets[v.reason], monotonic());
+        if (summary >= 0) { /* this line is logged: the Python reference builds it (explain's trace) */
+            PyObject *count = PyLong_FromLongLong(summary), *r;
+            if (count == NULL) {
+                goto done;
+            }
+            r = PyObject_CallFunctionObjArgs(d->log, scope, v.info->outcomes[v.reason], count, NULL);
+            Py_DECREF(count);
+            if (r == NULL) {
+                goto done;
+            }
+            Py_DECREF(r);
+            v.secret_item = NULL; /* Python code ran: strip_secret re-reads every item */
         }
     }
-    return NULL;
+    if (!passes) {
+        args[0] = scope;
+        args[1] = send;
+        result = PyObject_Vectorcall(d->refuse, args, 2, NULL);
+        goto done;
+    }
+    /* A malformed scope passes only in report-only mode; its header pass stopped early, so every
+     * item is checked for the secret. */
+    if ((v.secret_count > 0 || (v.reason == R_MALFORMED_SCOPE && d->secret != NULL)) &&
+        strip_secret(d, scope, headers, &v) < 0) {
+        goto done;
+    }
+    args[0] = scope;
+    args[1] = receive;
+    args[2] = send;
+    result = PyObject_Vectorcall(d->app, args, 3, NULL);
+done:
+    for (int i = 0; i < SCOPE_KEYS; i++) {
+        Py_XDECREF(got[i]);
+    }
+    return result;
 }
 
 static int
-memo_store(Gate *g, const MemoKey *k, PyObject *result)
+flag(PyObject *o, int *out)
 {
-    Memo *m, old;
-    if (g->memo == NULL) {
-        g->memo = PyMem_Calloc(MEMO_SLOTS, sizeof(Memo));
-        if (g->memo == NULL) {
-            PyErr_NoMemory();
+    int r = PyObject_IsTrue(o);
+    if (r < 0) {
+        return -1;
+    }
+    *out = r;
+    return 0;
+}
+
+static int
+country_set(PyObject *o, unsigned char *bits)
+{
+    if (!PyBytes_CheckExact(o) || PyBytes_GET_SIZE(o) != NCOUNTRIES) {
+        PyErr_SetString(PyExc_TypeError, "country sets must be bytes of 676 flags");
+        return -1;
+    }
+    memcpy(bits, PyBytes_AS_STRING(o), NCOUNTRIES);
+    return 0;
+}
+
+/* info: (outcomes, cells | None, budgets | None, mode, require_secret, stale, uses_cva, uses_cvc,
+ *        lookup, country | None); country: (allow flags | None, deny flags, reject_unknown). */
+static int
+route_info(PyObject *t, RouteInfo *info)
+{
+    PyObject *o[10];
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 10) {
+        PyErr_SetString(PyExc_TypeError, "route info must be a 10-tuple");
+        return -1;
+    }
+    for (int i = 0; i < 10; i++) {
+        o[i] = PyTuple_GET_ITEM(t, i);
+    }
+    if (!PyTuple_CheckExact(o[0]) || PyTuple_GET_SIZE(o[0]) != NREASONS ||
+        (o[1] != Py_None && (!PyTuple_CheckExact(o[1]) || PyTuple_GET_SIZE(o[1]) != NREASONS)) ||
+        (o[2] != Py_None && (!PyTuple_CheckExact(o[2]) || PyTuple_GET_SIZE(o[2]) != NREASONS)) ||
+        !PyLong_CheckExact(o[3]) || !Py_IS_TYPE(o[8], &LookupType)) {
+        PyErr_SetString(PyExc_TypeError, "route info: bad outcomes, cells, budgets, mode or lookup");
+        return -1;
+    }
+    for (int i = 0; i < NREASONS; i++) {
+        PyObject *cell = o[1] == Py_None ? Py_None : PyTuple_GET_ITEM(o[1], i);
+        PyObject *budget = o[2] == Py_None ? Py_None : PyTuple_GET_ITEM(o[2], i);
+        if ((cell != Py_None && !Py_IS_TYPE(cell, &CounterType)) ||
+            (budget != Py_None && !Py_IS_TYPE(budget, &BudgetType))) {
+            PyErr_SetString(PyExc_TypeError, "route info: cells must be Counters, budgets Budgets (or None)");
+            return -1;
+        }
+        info->outcomes[i] = PyTuple_GET_ITEM(o[0], i);
+        info->cells[i] = cell == Py_None ? NULL : (Counter *)cell;
+        info->budgets[i] = budget == Py_None ? NULL : (Budget *)budget;
+    }
+    info->mode = (int)PyLong_AsLong(o[3]);
+    if (info->mode < MODE_CLOUDFRONT || info->mode > MODE_PEER) {
+        PyErr_SetString(PyExc_ValueError, "route info: unknown source mode");
+        return -1;
+    }
+    if (flag(o[4], &info->require_secret) < 0 || flag(o[5], &info->stale) < 0 || flag(o[6], &info->uses_cva) < 0 ||
+        flag(o[7], &info->uses_cvc) < 0) {
+        return -1;
+    }
+    info->lookup = o[8];
+    info->country = o[9] != Py_None;
+    if (info->country) {
+        PyObject *c = o[9];
+        if (!PyTuple_CheckExact(c) || PyTuple_GET_SIZE(c) != 3) {
+            PyErr_SetString(PyExc_TypeError, "route info: country rules must be a 3-tuple");
+            return -1;
+        }
+        info->has_allow = PyTuple_GET_ITEM(c, 0) != Py_None;
+        if ((info->has_allow && country_set(PyTuple_GET_ITEM(c, 0), info->allow) < 0) ||
+            country_set(PyTuple_GET_ITEM(c, 1), info->deny) < 0 ||
+            flag(PyTuple_GET_ITEM(c, 2), &info->reject_unknown) < 0) {
             return -1;
         }
     }
-    /* The newest key goes first in its set; the others move down one way and the last one leaves. */
-    m = &g->memo[(k->hash & (MEMO_SLOTS / MEMO_WAYS - 1)) * MEMO_WAYS];
-    old = m[MEMO_WAYS - 1];
-    memmove(m + 1, m, (MEMO_WAYS - 1) * sizeof(Memo));
-    /* The slot is whole again before the old objects go: freeing them may run arbitrary code. */
-    m->info = k->info;
-    m->hash = k->hash;
-    m->verified = k->verified;
-    m->host = Py_NewRef(k->host);
-    m->xff = Py_XNewRef(k->xff);
-    m->cva = Py_XNewRef(k->cva);
-    m->cvc = Py_XNewRef(k->cvc);
-    m->result = Py_NewRef(result);
-    Py_XDECREF(old.host);
-    Py_XDECREF(old.xff);
-    Py_XDECREF(old.cva);
-    Py_XDECREF(old.cvc);
-    Py_XDECREF(old.result);
     return 0;
 }
 
-static void
-memo_free(Gate *g)
-{
-    Memo *memo = g->memo;
-    g->memo = NULL;
-    if (memo == NULL) {
-        return;
-    }
-    for (Py_ssize_t i = 0; i < MEMO_SLOTS; i++) {
-        Py_XDECREF(memo[i].host);
-        Py_XDECREF(memo[i].xff);
-        Py_XDECREF(memo[i].cva);
-        Py_XDECREF(memo[i].cvc);
-        Py_XDECREF(memo[i].result);
-    }
-    PyMem_Free(memo);
-}
-
-/* The cheap half of Engine.decide: a new reference to the result, Py_None (take the Python path),
- * or NULL with an exception set. Never modifies the scope. */
+/* Decider(version, routes, default, secret, trusted, has_trusted, geoip, report_only, bind)
+ *   version: DECIDER_VERSION (the structure below changes with it)
+ *   routes: tuple of (prefix: str, is_dir, methods: frozenset | None, info) in match order
+ *   default: info (see route_info)
+ *   secret: None or (lower-case header name: bytes, accepted values: tuple of bytes)
+ *   trusted: Lookup of the trusted proxies (has_trusted: whether it holds any)
+ *   geoip: country(packed) -> str | None, or None
+ *   bind: None, or (app, refuse, log) for admit() (the middleware's __call__) */
 static PyObject *
-gate_decide(Gate *g, PyObject *scope, Found *found)
+decider_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *kind = NULL, *method = NULL, *path = NULL, *headers = NULL, *client = NULL, *host;
-    PyObject *xff = NULL, *cva = NULL, *cvc = NULL, *secret_value = NULL, *key, *result = NULL, *tmp;
-    RouteInfo *info = &g->dflt;
-    MemoKey mk;
-    Py_ssize_t n, plen, secret_at = -1, secret_count = 0;
-    int verified = 0, r;
-
-    if (!PyDict_CheckExact(scope)) {
-        Py_RETURN_NONE;
-    }
-    kind = scope_get(scope, s_type);
-    if (kind == NULL) {
-        goto slow;
-    }
-    if (is_str(kind, s_http)) {
-        method = scope_get(scope, s_method);
-        if (method == NULL || !PyUnicode_CheckExact(method)) {
-            goto slow;
-        }
-    } else if (is_str(kind, s_websocket)) {
-        method = Py_NewRef(s_get); /* a websocket handshake is a GET */
-    } else {
-        goto slow;
-    }
-    path = scope_get(scope, s_path);
-    headers = path == NULL ? NULL : scope_get(scope, s_headers);
-    if (path == NULL || !PyUnicode_CheckExact(path) || str_ready(path) < 0 || headers == NULL ||
-        !(PyList_CheckExact(headers) || PyTuple_CheckExact(headers))) {
-        goto slow;
-    }
-    client = scope_get(scope, s_client);
-    if (client == NULL && PyErr_Occurred()) {
-        goto error;
-    }
-    plen = PyUnicode_GET_LENGTH(path);
-
-    for (Py_ssize_t i = 0; i < g->nroutes; i++) {
-        r = route_matches(&g->routes[i], path, plen, method);
-        if (r < 0) {
-            goto error;
-        }
-        if (r) {
-            info = &g->routes[i].info;
-            break;
-        }
-    }
-
-    n = PySequence_Fast_GET_SIZE(headers);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(headers, i), *name, *value;
-        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2) {
-            goto slow;
-        }
-        name = PyTuple_GET_ITEM(item, 0);
-        value = PyTuple_GET_ITEM(item, 1);
-        if (!PyBytes_CheckExact(name)) {
-            goto slow;
-        }
-        if (name_is(name, g->xff)) {
-            if (!PyBytes_CheckExact(value)) {
-                goto slow;
-            }
-            if (xff == NULL) {
-                xff = Py_NewRef(value);
-            } else { /* RFC 9110 5.3: repeated lines are one list, in order */
-                Py_ssize_t a = PyBytes_GET_SIZE(xff), b = PyBytes_GET_SIZE(value);
-                tmp = PyBytes_FromStringAndSize(NULL, a + 1 + b);
-                if (tmp == NULL) {
-                    goto error;
-                }
-                memcpy(PyBytes_AS_STRING(tmp), PyBytes_AS_STRING(xff), (size_t)a);
-                PyBytes_AS_STRING(tmp)[a] = ',';
-                memcpy(PyBytes_AS_STRING(tmp) + a + 1, PyBytes_AS_STRING(value), (size_t)b);
-                Py_SETREF(xff, tmp);
-            }
-        } else if (name_is(name, g->secret)) {
-            secret_count++;
-            secret_at = i;
-            secret_value = value;
-        } else if (name_is(name, g->cva)) {
-            cva = cva == NULL ? value : g->duplicate;
-        } else if (name_is(name, g->cvc)) {
-            cvc = cvc == NULL ? value : g->duplicate;
-        }
-    }
-
-    /* No secret configured is "not_configured", which is not "verified" (False in the cache key). */
-    if (g->values != NULL && secret_count == 1) {
-        if (!PyBytes_CheckExact(secret_value)) {
-            goto slow;
-        }
-        for (Py_ssize_t v = 0; v < PyTuple_GET_SIZE(g->values); v++) { /* every value: no early exit */
-            PyObject *accepted = PyTuple_GET_ITEM(g->values, v);
-            verified |= equal_ct((const unsigned char *)PyBytes_AS_STRING(secret_value),
-                                 PyBytes_GET_SIZE(secret_value),
-                                 (const unsigned char *)PyBytes_AS_STRING(accepted), PyBytes_GET_SIZE(accepted));
-        }
-    }
-
-    if (client == NULL || client == Py_None) {
-        result = info->no_client;
-    } else if (has_slash_dot(path, plen)) {
-        goto slow; /* possibly "/./" or "/../": decide() refuses those (bad_path) */
-    } else if (g->values != NULL && !verified && secret_count > 1) {
-        result = info->secret_duplicate;
-    } else if (g->values != NULL && !verified && secret_count == 0 && info->secret_missing != NULL) {
-        result = info->secret_missing;
-    } else if (g->values != NULL && !verified && secret_count == 1 && info->secret_invalid != NULL) {
-        result = info->secret_invalid;
-    } else if (info->stale != NULL) {
-        result = info->stale;
-    }
-    if (result != NULL) {
-        Py_INCREF(result);
-        goto answer;
-    }
-
-    if (g->cache == NULL || !PyTuple_CheckExact(client) || PyTuple_GET_SIZE(client) < 1) {
-        goto slow;
-    }
-    host = PyTuple_GET_ITEM(client, 0);
-    if (!PyUnicode_CheckExact(host) || str_ready(host) < 0 || PyUnicode_GET_LENGTH(host) > g->max_host ||
-        (xff != NULL && PyBytes_GET_SIZE(xff) > g->max_xff)) {
-        goto slow; /* decide() decides these without the cache */
-    }
-    mk.info = info;
-    mk.host = host;
-    mk.xff = info->uses_xff ? xff : NULL;
-    mk.cva = mk.cvc = NULL;
-    mk.verified = -1;
-    if (info->uses_cva || info->uses_cvc) {
-        if ((cva != NULL && (!PyBytes_CheckExact(cva) || PyBytes_GET_SIZE(cva) > g->max_header)) ||
-            (cvc != NULL && (!PyBytes_CheckExact(cvc) || PyBytes_GET_SIZE(cvc) > g->max_header))) {
-            goto slow;
-        }
-        mk.verified = verified;
-        mk.cva = info->uses_cva && verified ? cva : NULL;
-        mk.cvc = info->uses_cvc && verified ? cvc : NULL;
-    }
-    memo_key(g, &mk);
-    result = memo_find(g, &mk);
-    if (result != NULL) {
-        Py_INCREF(result);
-        goto answer;
-    }
-    if (mk.verified < 0) {
-        key = PyTuple_Pack(3, info->index, host, mk.xff ? mk.xff : Py_None);
-    } else {
-        key = PyTuple_Pack(6, info->index, host, mk.xff ? mk.xff : Py_None, verified ? Py_True : Py_False,
-                           mk.cva ? mk.cva : Py_None, mk.cvc ? mk.cvc : Py_None);
-    }
-    if (key == NULL) {
-        goto error;
-    }
-    result = PyDict_GetItemWithError(g->cache, key);
-    Py_DECREF(key);
-    if (result == NULL) {
-        if (PyErr_Occurred()) {
-            goto error;
-        }
-        goto slow;
-    }
-    Py_INCREF(result);
-    if (memo_store(g, &mk, result) < 0) {
-        Py_DECREF(result);
-        goto error;
-    }
-
-answer:
-    if (!PyTuple_CheckExact(result) || PyTuple_GET_SIZE(result) < 1) {
-        Py_DECREF(result);
-        PyErr_SetString(PyExc_RuntimeError, "corrupt decision result");
-        goto error;
-    }
-    found->info = info;
-    found->headers = Py_NewRef(headers);
-    found->secret_at = secret_at;
-    found->secret_count = secret_count;
-    goto done;
-
-slow:
-    result = PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    goto done;
-
-error:
-    result = NULL;
-
-done:
-    Py_XDECREF(xff);
-    Py_XDECREF(kind);
-    Py_XDECREF(method);
-    Py_XDECREF(path);
-    Py_XDECREF(headers);
-    Py_XDECREF(client);
-    return result;
-}
-
-/* The app never sees the secret: scope["headers"] becomes a new list without that one item (the
- * server's list is left alone: it may hold on to it). 1 done, 0 the headers are not as they were
- * when decided (take the Python path), -1 error. */
-static int
-strip_secret(Gate *g, PyObject *scope, Found *f)
-{
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(f->headers);
-    PyObject *stripped, *item;
-    int r;
-    if (f->secret_at >= n) {
-        return 0;
-    }
-    item = PySequence_Fast_GET_ITEM(f->headers, f->secret_at);
-    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2 || !PyBytes_CheckExact(PyTuple_GET_ITEM(item, 0)) ||
-        !name_is(PyTuple_GET_ITEM(item, 0), g->secret)) {
-        return 0;
-    }
-    stripped = PyList_New(n - 1);
-    if (stripped == NULL) {
-        return -1;
-    }
-    for (Py_ssize_t i = 0, j = 0; i < n; i++) {
-        if (i != f->secret_at) {
-            PyList_SET_ITEM(stripped, j++, Py_NewRef(PySequence_Fast_GET_ITEM(f->headers, i)));
-        }
-    }
-    r = PyDict_SetItem(scope, s_headers, stripped);
-    Py_DECREF(stripped);
-    return r < 0 ? -1 : 1;
-}
-
-/* The whole request for a bound gate: what the app returned (allowed) or the refusal's awaitable
- * (refused, not logged), with *settled = 1; Py_None with *settled = 0 (take the Python path); or
- * NULL with an exception set. *settled tells an app that returned None (not an ASGI 3 app, but it
- * has run: it must not run twice) from a request the gate left to Python. */
-static PyObject *
-gate_admit(Gate *g, PyObject *scope, PyObject *receive, PyObject *send, int *settled)
-{
-    Found f;
-    PyObject *result = gate_decide(g, scope, &f), *outcome, *args[3];
-    int r;
-    *settled = 0;
-    if (result == NULL || result == Py_None) {
-        return result;
-    }
-    outcome = PyTuple_GET_ITEM(result, 0);
-    if (outcome == f.info->allowed && f.info->allowed_count != NULL) {
-        Py_DECREF(result);
-        /* Several copies of the secret cannot be allowed (secret_duplicate); still, never pass one. */
-        r = f.secret_count > 1 ? 0 : f.secret_count == 1 ? strip_secret(g, scope, &f) : 1;
-        Py_DECREF(f.headers);
-        if (r <= 0) {
-            if (r < 0) {
-                return NULL;
-            }
-            Py_RETURN_NONE;
-        }
-        f.info->allowed_count->value++;
-        args[0] = scope;
-        args[1] = receive;
-        args[2] = send;
-        *settled = 1;
-        return PyObject_Vectorcall(g->app, args, 3, NULL);
-    }
-    /* Refused: counted and answered here unless the Python path has to run (report-only mode lets
-     * it through; a logged refusal needs the full decision for its log line). */
-    Py_DECREF(f.headers);
-    {
-        PyObject *flag = PyObject_GetAttr(outcome, s_allowed), *key, *cell;
-        r = flag == NULL ? -1 : PyObject_IsTrue(flag);
-        Py_XDECREF(flag);
-        if (r == 0 && g->report_only) {
-            r = 1;
-        }
-        if (r == 0) {
-            flag = PyObject_CallNoArgs(g->logged);
-            r = flag == NULL ? -1 : PyObject_IsTrue(flag);
-            Py_XDECREF(flag);
-        }
-        key = r == 0 ? PyObject_GetAttr(outcome, s_counter_key) : NULL;
-        Py_DECREF(result);
-        if (r != 0) {
-            if (r < 0) {
-                return NULL;
-            }
-            Py_RETURN_NONE;
-        }
-        if (key == NULL) {
-            return NULL;
-        }
-        cell = PyDict_GetItemWithError(g->cells, key);
-        Py_DECREF(key);
-        if (cell == NULL || !Py_IS_TYPE(cell, &CounterType)) {
-            if (PyErr_Occurred()) {
-                return NULL;
-            }
-            Py_RETURN_NONE; /* not seeded: the Python path counts it */
-        }
-        ((Counter *)cell)->value++;
-        args[0] = scope;
-        args[1] = send;
-        *settled = 1;
-        return PyObject_Vectorcall(g->refuse, args, 2, NULL);
-    }
-}
-
-static PyObject *
-gate_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    Found f;
-    PyObject *result;
-    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "gate(scope) takes exactly one positional argument");
-        return NULL;
-    }
-    result = gate_decide((Gate *)self, args[0], &f);
-    if (result != NULL && result != Py_None) {
-        Py_DECREF(f.headers);
-    }
-    return result;
-}
-
-static int
-header_name(PyObject *o, PyObject **out, int optional)
-{
-    if (optional && o == Py_None) {
-        *out = NULL;
-        return 0;
-    }
-    if (!PyBytes_CheckExact(o)) {
-        PyErr_SetString(PyExc_TypeError, "header names must be bytes");
-        return -1;
-    }
-    *out = o;
-    return 0;
-}
-
-/* Gate(routes, default, names, values, cache, duplicate, bounds, report_only, bind)
- *   routes: tuple of (prefix: str, is_dir: bool, methods: frozenset | None, info) in match order
- *   default, info: (index, uses_xff, uses_cva, uses_cvc, no_client, secret_duplicate,
- *                   secret_missing | None, secret_invalid | None, stale | None, allowed,
- *                   allowed's Counter | None)
- *   names: (x-forwarded-for, secret header | None, cloudfront-viewer-address, cloudfront-viewer-country)
- *   values: tuple of accepted secret values (bytes) or None; cache: dict or None
- *   bounds: (max X-Forwarded-For, max peer host, max CloudFront header) lengths in a cache key
- *   bind: None, or (app, cells, refuse, logged) for OriginShield.__call__ (Shield) */
-static PyObject *
-gate_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    PyObject *routes, *dflt, *names, *values, *cache, *duplicate, *bind;
-    Py_ssize_t max_xff, max_host, max_header;
-    int report_only;
-    Gate *g;
+    PyObject *routes, *dflt, *secret, *trusted, *geoip, *bind;
+    int version, has_trusted, report_only;
+    Decider *d;
     if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
-        PyErr_SetString(PyExc_TypeError, "Gate takes positional arguments only");
+        PyErr_SetString(PyExc_TypeError, "Decider takes positional arguments only");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O!O!O!OOO!(nnn)pO:Gate", &PyTuple_Type, &routes, &PyTuple_Type, &dflt,
-                          &PyTuple_Type, &names, &values, &cache, &PyBytes_Type, &duplicate, &max_xff, &max_host,
-                          &max_header, &report_only, &bind)) {
+    if (!PyArg_ParseTuple(args, "iO!O!OO!pOpO:Decider", &version, &PyTuple_Type, &routes, &PyTuple_Type, &dflt,
+                          &secret, &LookupType, &trusted, &has_trusted, &geoip, &report_only, &bind)) {
         return NULL;
     }
-    if (PyTuple_GET_SIZE(names) != 4 || (values != Py_None && !PyTuple_CheckExact(values)) ||
-        (cache != Py_None && !PyDict_CheckExact(cache)) ||
-        (bind != Py_None && (!PyTuple_Check(bind) || PyTuple_GET_SIZE(bind) != 4 ||
-                             !PyDict_CheckExact(PyTuple_GET_ITEM(bind, 1))))) {
-        PyErr_SetString(PyExc_TypeError, "Gate: bad names, values, cache or bind");
+    if (version != DECIDER_VERSION) {
+        PyErr_Format(PyExc_ValueError, "Decider: table version %d, this build reads %d", version, DECIDER_VERSION);
         return NULL;
     }
-    g = (Gate *)type->tp_alloc(type, 0);
-    if (g == NULL) {
+    if ((secret != Py_None && (!PyTuple_CheckExact(secret) || PyTuple_GET_SIZE(secret) != 2 ||
+                               !PyBytes_CheckExact(PyTuple_GET_ITEM(secret, 0)) ||
+                               !PyTuple_CheckExact(PyTuple_GET_ITEM(secret, 1)))) ||
+        (bind != Py_None && (!PyTuple_CheckExact(bind) || PyTuple_GET_SIZE(bind) != 3))) {
+        PyErr_SetString(PyExc_TypeError, "Decider: bad secret or bind");
         return NULL;
     }
-    g->vectorcall = gate_vectorcall;
-    g->keep = Py_NewRef(args);
-    g->cache = cache == Py_None ? NULL : Py_NewRef(cache);
-    g->duplicate = duplicate;
-    g->max_xff = max_xff;
-    g->max_host = max_host;
-    g->max_header = max_header;
-    g->report_only = report_only;
-    {
-        /* A per-process secret (PYTHONHASHSEED's) and the gate's address: memo slots an outsider
-         * cannot aim at. A collision only costs a dict lookup; this keeps even that off the table. */
-        PyObject *tag = PyUnicode_FromString("originshield.memo");
-        Py_hash_t h = tag == NULL ? -1 : PyObject_Hash(tag);
-        Py_XDECREF(tag);
-        if (h == -1) {
-            Py_DECREF(g);
-            return NULL;
-        }
-        g->seed = (uint64_t)h ^ ((uint64_t)(uintptr_t)g * 0x9E3779B97F4A7C15ULL);
-        g->hash_mask = ~(uint64_t)0;
-    }
-    if (bind != Py_None) {
-        g->app = PyTuple_GET_ITEM(bind, 0);
-        g->cells = PyTuple_GET_ITEM(bind, 1);
-        g->refuse = PyTuple_GET_ITEM(bind, 2);
-        g->logged = PyTuple_GET_ITEM(bind, 3);
-    }
-    if (header_name(PyTuple_GET_ITEM(names, 0), &g->xff, 0) < 0 ||
-        header_name(PyTuple_GET_ITEM(names, 1), &g->secret, 1) < 0 ||
-        header_name(PyTuple_GET_ITEM(names, 2), &g->cva, 0) < 0 ||
-        header_name(PyTuple_GET_ITEM(names, 3), &g->cvc, 0) < 0 || route_info(dflt, &g->dflt) < 0) {
-        Py_DECREF(g);
+    d = (Decider *)type->tp_alloc(type, 0);
+    if (d == NULL) {
         return NULL;
     }
-    if (values != Py_None) {
+    d->keep = Py_NewRef(args);
+    d->trusted = trusted;
+    d->has_trusted = has_trusted;
+    d->geoip = geoip == Py_None ? NULL : geoip;
+    d->report_only = report_only;
+    if (secret != Py_None) {
+        PyObject *values = PyTuple_GET_ITEM(secret, 1);
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(values); i++) {
             if (!PyBytes_CheckExact(PyTuple_GET_ITEM(values, i))) {
                 PyErr_SetString(PyExc_TypeError, "secret values must be bytes");
-                Py_DECREF(g);
+                Py_DECREF(d);
                 return NULL;
             }
         }
-        g->values = values;
+        d->secret = PyTuple_GET_ITEM(secret, 0);
+        d->values = values;
     }
-    if ((g->values == NULL) != (g->secret == NULL)) {
-        PyErr_SetString(PyExc_ValueError, "Gate: a secret header name needs values, and values need a name");
-        Py_DECREF(g);
+    if (bind != Py_None) {
+        d->app = PyTuple_GET_ITEM(bind, 0);
+        d->refuse = PyTuple_GET_ITEM(bind, 1);
+        d->log = PyTuple_GET_ITEM(bind, 2);
+    }
+    if (route_info(dflt, &d->dflt) < 0) {
+        Py_DECREF(d);
         return NULL;
     }
-    g->nroutes = PyTuple_GET_SIZE(routes);
-    g->routes = PyMem_Calloc((size_t)(g->nroutes ? g->nroutes : 1), sizeof(RouteEntry));
-    if (g->routes == NULL) {
-        Py_DECREF(g);
+    d->nroutes = PyTuple_GET_SIZE(routes);
+    d->routes = PyMem_Calloc((size_t)(d->nroutes ? d->nroutes : 1), sizeof(RouteEntry));
+    if (d->routes == NULL) {
+        Py_DECREF(d);
         return PyErr_NoMemory();
     }
-    for (Py_ssize_t i = 0; i < g->nroutes; i++) {
+    for (Py_ssize_t i = 0; i < d->nroutes; i++) {
         PyObject *t = PyTuple_GET_ITEM(routes, i);
-        RouteEntry *e = &g->routes[i];
+        RouteEntry *e = &d->routes[i];
         if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 4 || !PyUnicode_CheckExact(PyTuple_GET_ITEM(t, 0)) ||
             !(PyTuple_GET_ITEM(t, 2) == Py_None || PyFrozenSet_CheckExact(PyTuple_GET_ITEM(t, 2)))) {
             PyErr_SetString(PyExc_TypeError, "route must be (prefix: str, is_dir, methods: frozenset | None, info)");
-            Py_DECREF(g);
+            Py_DECREF(d);
             return NULL;
         }
         e->prefix = PyTuple_GET_ITEM(t, 0);
@@ -1075,87 +1406,69 @@ gate_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             if (!PyErr_Occurred()) {
                 PyErr_SetString(PyExc_ValueError, "route prefixes must not be empty");
             }
-            Py_DECREF(g);
+            Py_DECREF(d);
             return NULL;
         }
         e->last = PyUnicode_READ_CHAR(e->prefix, e->plen - 1);
-        e->is_dir = PyObject_IsTrue(PyTuple_GET_ITEM(t, 1));
         e->methods = PyTuple_GET_ITEM(t, 2) == Py_None ? NULL : PyTuple_GET_ITEM(t, 2);
-        if (e->is_dir < 0 || route_info(PyTuple_GET_ITEM(t, 3), &e->info) < 0) {
-            Py_DECREF(g);
+        if (flag(PyTuple_GET_ITEM(t, 1), &e->is_dir) < 0 || route_info(PyTuple_GET_ITEM(t, 3), &e->info) < 0) {
+            Py_DECREF(d);
             return NULL;
         }
     }
-    return (PyObject *)g;
+    return (PyObject *)d;
 }
 
 static int
-gate_traverse(Gate *self, visitproc visit, void *arg)
+decider_traverse(Decider *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->keep);
-    Py_VISIT(self->cache);
-    if (self->memo != NULL) {
-        for (Py_ssize_t i = 0; i < MEMO_SLOTS; i++) {
-            Py_VISIT(self->memo[i].result);
-        }
-    }
     return 0;
 }
 
 static int
-gate_clear(Gate *self)
+decider_clear(Decider *self)
 {
     self->nroutes = 0; /* every borrowed pointer dies with keep */
     self->app = NULL;
-    memo_free(self);
+    self->geoip = NULL;
+    self->secret = self->values = NULL;
     Py_CLEAR(self->keep);
-    Py_CLEAR(self->cache);
     return 0;
 }
 
 static void
-gate_dealloc(Gate *self)
+decider_dealloc(Decider *self)
 {
     PyObject_GC_UnTrack(self);
-    gate_clear(self);
+    decider_clear(self);
     PyMem_Free(self->routes);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *
-gate_collide(PyObject *self, PyObject *unused)
-{
-    memo_free((Gate *)self);
-    ((Gate *)self)->hash_mask = 0;
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef gate_methods[] = {
-    {"_collide", gate_collide, METH_NOARGS,
-     "Tests only: every memo key hashes to 0 (one set), so that a hit rests on the key comparison."},
+static PyMethodDef decider_methods[] = {
+    {"decide", (PyCFunction)(void (*)(void))decider_decide, METH_FASTCALL,
+     "decide(method, path, client, headers) -> Outcome (Engine.decide's verdict, computed in C)."},
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject GateType = {
+static PyTypeObject DeciderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "originshield._speedups.Gate",
-    .tp_basicsize = sizeof(Gate),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Gate(...)(scope) -> the decision result settled without Python, or None (see engine.py).",
-    .tp_methods = gate_methods,
-    .tp_new = gate_new,
-    .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(Gate, vectorcall),
-    .tp_traverse = (traverseproc)gate_traverse,
-    .tp_clear = (inquiry)gate_clear,
-    .tp_dealloc = (destructor)gate_dealloc,
+    .tp_name = "originshield._speedups.Decider",
+    .tp_basicsize = sizeof(Decider),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Decider(...): Engine.decide in C over the engine's compiled tables (see engine.py).",
+    .tp_methods = decider_methods,
+    .tp_new = decider_new,
+    .tp_traverse = (traverseproc)decider_traverse,
+    .tp_clear = (inquiry)decider_clear,
+    .tp_dealloc = (destructor)decider_dealloc,
 };
-
 /* Shield: the base class of OriginShield, and its __call__. A Python subclass that does not define
  * __call__ inherits this slot as is, so that a server's app(scope, receive, send) runs no
  * Python-level dispatch: no type lookup of __call__, no method binding, no attribute lookup of the
- * gate (it sits in the object, as the attribute _fast). With the bound Gate in _fast, it asks the
- * gate first and calls self._handle(scope, receive, send) when that does not settle the request;
+ * decider (it sits in the object, as the attribute _fast). With the bound Decider in _fast, it runs
+ * http and websocket requests whole and calls self._handle(scope, receive, send) for the rest;
  * with anything else in _fast (None until the middleware is ready), always the latter. Called
  * through vectorcall (see enable_vectorcall) or tp_call (an argument tuple). */
 typedef struct {
@@ -1166,24 +1479,20 @@ typedef struct {
 
 static PyObject *shield_call(PyObject *self, PyObject *args, PyObject *kwargs);
 
-/* A call with exactly (scope, receive, send): 1 when the gate settled it (*out: what to return, or
- * NULL with an exception set), 0 when it goes to self._handle. */
+/* A call with exactly (scope, receive, send): 1 when the decider settled it (*out: what to return,
+ * or NULL with an exception set), 0 when it goes to self._handle. */
 static int
 shield_fast(PyObject *self, PyObject *const *args, PyObject **out)
 {
     PyObject *fast = ((Shield *)self)->fast;
     int settled;
-    if (fast == NULL || !Py_IS_TYPE(fast, &GateType) || ((Gate *)fast)->app == NULL) {
+    if (fast == NULL || !Py_IS_TYPE(fast, &DeciderType) || ((Decider *)fast)->app == NULL) {
         return 0;
     }
-    Py_INCREF(fast); /* a snapshot swap may replace _fast while the gate runs Python code */
-    *out = gate_admit((Gate *)fast, args[0], args[1], args[2], &settled);
+    Py_INCREF(fast); /* a snapshot swap may replace _fast while Python code (a log line) runs */
+    *out = decider_admit((Decider *)fast, args[0], args[1], args[2], &settled);
     Py_DECREF(fast);
-    if (*out == NULL || settled) {
-        return 1;
-    }
-    Py_DECREF(*out);
-    return 0;
+    return settled || *out != NULL || PyErr_Occurred();
 }
 
 /* type(self).__call__ was reassigned in Python. 3.12 then clears the vectorcall flag; 3.11 keeps it
@@ -1291,7 +1600,7 @@ shield_dealloc(Shield *self)
 }
 
 static PyMemberDef shield_members[] = {
-    {"_fast", T_OBJECT, offsetof(Shield, fast), 0, "The bound Gate that __call__ asks first (None: none)."},
+    {"_fast", T_OBJECT, offsetof(Shield, fast), 0, "The bound Decider that __call__ runs requests with (None: none)."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -1300,7 +1609,7 @@ static PyTypeObject ShieldType = {
     .tp_name = "originshield._speedups.Shield",
     .tp_basicsize = sizeof(Shield),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "Base class of OriginShield: __call__ asks the Gate in _fast first, then self._handle.",
+    .tp_doc = "Base class of OriginShield: __call__ runs the Decider in _fast, else self._handle.",
     .tp_new = shield_new,
     .tp_call = shield_call,
     .tp_vectorcall_offset = offsetof(Shield, vectorcall),
@@ -1310,6 +1619,7 @@ static PyTypeObject ShieldType = {
     .tp_dealloc = (destructor)shield_dealloc,
 };
 
+
 static int
 intern_all(void)
 {
@@ -1317,10 +1627,9 @@ intern_all(void)
         PyObject **slot;
         const char *text;
     } names[] = {
-        {&s_type, "type"},       {&s_http, "http"},        {&s_websocket, "websocket"},
-        {&s_method, "method"},   {&s_path, "path"},        {&s_headers, "headers"},
-        {&s_client, "client"},   {&s_get, "GET"},          {&s_allowed, "allowed"},
-        {&s_counter_key, "counter_key"}, {&s_handle, "_handle"},
+        {&s_type, "type"},     {&s_http, "http"},       {&s_websocket, "websocket"},
+        {&s_method, "method"}, {&s_path, "path"},       {&s_headers, "headers"},     {&s_client, "client"},
+        {&s_get, "GET"},       {&s_handle, "_handle"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].text);
@@ -1328,6 +1637,11 @@ intern_all(void)
             return -1;
         }
     }
+    scope_names[0] = s_type;
+    scope_names[1] = s_method;
+    scope_names[2] = s_path;
+    scope_names[3] = s_headers;
+    scope_names[4] = s_client;
     return 0;
 }
 
@@ -1339,6 +1653,27 @@ pack(PyObject *module, PyObject *ip)
     int n = parse(ip, buf);
     if (n < 0) {
         return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)buf, n);
+}
+
+/* The C parsers of header values, for the differential tests against client_ip.py: kind 0 is an
+ * X-Forwarded-For entry, 1 a CloudFront-Viewer-Address value. Packed bytes, or None. */
+static PyObject *
+parse_header_value(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    unsigned char buf[16];
+    long kind;
+    int n;
+    if (nargs != 2 || !PyBytes_CheckExact(args[0]) || !PyLong_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "parse_header_value(value: bytes, kind: int)");
+        return NULL;
+    }
+    kind = PyLong_AsLong(args[1]);
+    n = kind == 0 ? parse_forwarded(PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), buf)
+                  : parse_viewer(PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), buf);
+    if (n < 0) {
+        Py_RETURN_NONE;
     }
     return PyBytes_FromStringAndSize((const char *)buf, n);
 }
@@ -1376,6 +1711,8 @@ enable_vectorcall(PyObject *module, PyObject *cls)
 static PyMethodDef methods[] = {
     {"enable_vectorcall", enable_vectorcall, METH_O, "Call a Shield subclass through vectorcall (3.11)."},
     {"pack", pack, METH_O, "Parse and normalise an address to 4 or 16 bytes."},
+    {"parse_header_value", (PyCFunction)(void (*)(void))parse_header_value, METH_FASTCALL,
+     "parse_header_value(value, kind) -> packed | None (0: X-Forwarded-For entry, 1: Viewer-Address)."},
     {"set_error", set_error, METH_O, "Set the exception class raised for invalid addresses."},
     {NULL, NULL, 0, NULL},
 };
@@ -1385,19 +1722,33 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    PyObject *m;
-    if (PyType_Ready(&LookupType) < 0 || PyType_Ready(&GateType) < 0 || PyType_Ready(&CounterType) < 0 ||
-        PyType_Ready(&ShieldType) < 0 || intern_all() < 0) {
+    PyObject *m, *reasons;
+    if (PyType_Ready(&LookupType) < 0 || PyType_Ready(&DeciderType) < 0 || PyType_Ready(&CounterType) < 0 ||
+        PyType_Ready(&BudgetType) < 0 || PyType_Ready(&ShieldType) < 0 || intern_all() < 0) {
         return NULL;
     }
     m = PyModule_Create(&module);
     if (m == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(m, "Lookup", (PyObject *)&LookupType) < 0 ||
-        PyModule_AddObjectRef(m, "Gate", (PyObject *)&GateType) < 0 ||
+    reasons = PyTuple_New(NREASONS);
+    for (int i = 0; reasons != NULL && i < NREASONS; i++) {
+        PyObject *name = PyUnicode_FromString(REASON_NAMES[i]);
+        if (name == NULL) {
+            Py_CLEAR(reasons);
+            break;
+        }
+        PyTuple_SET_ITEM(reasons, i, name);
+    }
+    if (reasons == NULL || PyModule_AddObject(m, "REASONS", reasons) < 0 ||
+        PyModule_AddIntConstant(m, "DECIDER_VERSION", DECIDER_VERSION) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_TRUSTED_HOPS", MAX_TRUSTED_HOPS) < 0 ||
+        PyModule_AddObjectRef(m, "Lookup", (PyObject *)&LookupType) < 0 ||
+        PyModule_AddObjectRef(m, "Decider", (PyObject *)&DeciderType) < 0 ||
+        PyModule_AddObjectRef(m, "Budget", (PyObject *)&BudgetType) < 0 ||
         PyModule_AddObjectRef(m, "Shield", (PyObject *)&ShieldType) < 0 ||
         PyModule_AddObjectRef(m, "Counter", (PyObject *)&CounterType) < 0) {
+        Py_XDECREF(reasons);
         Py_DECREF(m);
         return NULL;
     }

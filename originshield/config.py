@@ -22,7 +22,8 @@ Schema (every key optional unless marked)::
     trusted_proxies = ["10.0.0.0/16"]  # your own proxies (ALB subnets); X-Forwarded-For is read only from them
     report_only = false                # decide, log and count, but let everything through
     rejection_status = 403
-    cache_size = 4096                  # decision cache entries
+    log_burst = 10                     # full refusal log lines per (route, reason) and interval
+    log_interval = 60                  # seconds; the rest is one summary line with the number suppressed
 
     [ranges]
     source = "https://ip-ranges.amazonaws.com/ip-ranges.json"  # a URL, a file path, or "embedded"
@@ -121,6 +122,8 @@ _TOP_KEYS: Final = (
     "report_only",
     "rejection_status",
     "cache_size",
+    "log_burst",
+    "log_interval",
     "ranges",
     "secret",
     "geoip",
@@ -241,7 +244,11 @@ class Config:
     trusted_proxies: tuple[Network, ...]
     report_only: bool = False
     rejection_status: int = 403
-    cache_size: int = 4096
+    #: Deprecated (no decision cache since issue 12): read and ignored with a warning.
+    cache_size: int | None = None
+    #: Refusal log lines: full lines per (route, reason) and interval, and the interval (seconds).
+    log_burst: int = 10
+    log_interval: float = 60.0
     #: Startup warnings (a shared AWS pool without the secret, report-only, no refresh, ...).
     warnings: tuple[str, ...] = ()
     #: Environment overrides applied, as ``VARIABLE -> key``.
@@ -427,7 +434,8 @@ class Config:
                 geoip=geoip,
                 report_only=self.report_only,
                 status=self.rejection_status,
-                cache_size=self.cache_size,
+                log_burst=self.log_burst,
+                log_interval=self.log_interval,
                 manage_refresher=manage,
                 counters=counters,
                 warn_shared_pools=False,  # already in self.warnings, with the file and key
@@ -574,9 +582,11 @@ class _Loader:
         status = self.integer(doc.get("rejection_status", 403), "rejection_status")
         if not 400 <= status <= 599:
             raise self.error("rejection_status", f"must be an HTTP error status (400-599), got {status}")
-        cache_size = self.integer(doc.get("cache_size", 4096), "cache_size")
-        if cache_size < 0:
-            raise self.error("cache_size", f"must be 0 or more, got {cache_size}")
+        cache_size = self.integer(doc["cache_size"], "cache_size") if "cache_size" in doc else None
+        log_burst = self.integer(doc.get("log_burst", 10), "log_burst")
+        if log_burst < 1:
+            raise self.error("log_burst", f"must be 1 or more, got {log_burst}")
+        log_interval = self.number(doc.get("log_interval", 60), "log_interval")
 
         raw_policies = self.table(doc.get("policies", {}), "policies")
         if not raw_policies:
@@ -611,6 +621,8 @@ class _Loader:
         used = {default} | {r.policy.name for r in routes}
         unused = [n for n in policies if n not in used]
         warnings = [*self.shared_pool_warnings(policies, routes, default)]
+        if cache_size is not None:
+            warnings.append(f"{self.name}: cache_size: deprecated and ignored (there is no decision cache)")
         if unused:
             warnings.append(f"{self.name}: policies {_list(unused)}: defined but used by no route nor default_policy")
         if report_only:
@@ -638,6 +650,8 @@ class _Loader:
             report_only=report_only,
             rejection_status=status,
             cache_size=cache_size,
+            log_burst=log_burst,
+            log_interval=log_interval,
             warnings=tuple(warnings),
             overrides=tuple(self.overrides),
         )

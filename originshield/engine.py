@@ -1,29 +1,34 @@
 """The compiled decision engine: routes and policies turned into radix trees for one ranges snapshot.
 
-An :class:`Engine` is immutable once built (its decision cache aside, which belongs to it alone):
-the middleware builds a new one in the snapshot listener, off the request path, and swaps one
-reference. A request reads that reference once and decides with that engine to the end, so the
-cache is invalidated per generation by construction: a new engine starts with an empty cache.
+An :class:`Engine` is immutable once built: the middleware builds a new one in the snapshot
+listener, off the request path, and swaps one reference. A request reads that reference once and
+decides with that engine to the end.
 
-:meth:`Engine.decide` is the one implementation of the decision, used by the ASGI hot path and by
-:meth:`Engine.explain` (the CLI's ``explain``); only the amount of trace kept differs.
+One decision is one pure function of (compiled routes + snapshot, method, path, peer, raw header
+list) -> outcome. :meth:`Engine.decide` is its readable reference, in Python; ``_speedups.Decider``
+(:attr:`Engine.native`) computes the same whole decision in C, over tables this module builds
+(:meth:`Engine._native`), and the middleware's hot path runs it. There is no cache keyed on request
+bytes in front of either (design.md: a key that forgets one input is a bypass, and on CloudFront's
+real traffic, where every viewer differs, it never hits). The trace (:class:`Decision`) is built
+only when a log line or ``explain`` needs it, by the Python reference.
 
-Hot-path shape (design.md, "Performance"): one pass over ``scope["headers"]`` with a dict lookup per
-header name; the cheap checks (client present, path, secret) run before the cache and answer with
-pre-built outcome objects; the cache key is ``(route index, peer host, X-Forwarded-For bytes, ...)``
-with every element bounded in length (an over-long header is decided without the cache, so an
-attacker cannot grow the cache or its keys without limit; the cache itself is a ``cachetools``
-FIFO cache of fixed size). The secret value is never part of a key: only its verdict is, and only
-where it matters.
+The steps, each with its reason code (:data:`~originshield.policy.REASONS`, in this order):
 
-The cheap half of :meth:`Engine.decide` (everything up to and including a cache hit) also exists in
-C, as ``_speedups.Gate`` (:attr:`Engine.gate`): the middleware's ``__call__`` asks it first and
-runs ``decide`` only when it answers ``None``. Both read the same cache dict, so a hit returns the
-tuple ``decide`` would (the gate also remembers hits in a memo of its own, which lives exactly as
-long as this cache: see ``memo_find`` in ``_speedups.c``). The cache is FIFO rather than LRU
-because a hit must be a plain read: no order to update, nothing a concurrent reader could observe
-half-done, and the C gate can serve it (under a flood of distinct keys FIFO and LRU evict alike;
-the hot keys are refilled on a miss).
+1. ``method``/``path`` are ``str``, ``headers`` a list or tuple of ``(bytes, bytes)`` pairs, else
+   ``malformed_scope`` (what we do not understand we do not pass, and C and Python must read the
+   same values: no ``bytes`` subclass whose comparison runs code, no ``None`` value).
+2. The route: the first of the routes (longest prefix first) whose prefix covers the path on
+   segment boundaries and whose methods include the method, else the default route.
+3. One pass over the headers, names compared case-insensitively (ASGI promises lower case; a
+   non-conforming server may not keep the promise, and ``X-Forwarded-For`` must not sidestep the
+   trust model): the X-Forwarded-For lines, the secret header, CloudFront-Viewer-Address/-Country.
+4. The early refusals: no client, dot segments in the path, the secret's verdict (constant time),
+   stale ranges.
+5. The peer; for a ``peer`` policy, no X-Forwarded-For through a trusted proxy. Otherwise behind
+   trusted proxies the right-to-left walk over the X-Forwarded-For entries (lines never joined:
+   :func:`~originshield.client_ip.rightmost_entries`), at most ``MAX_TRUSTED_HOPS`` trusted hops.
+6. The checked address in the policy's radix tree, then the viewer, then the country rules (the
+   GeoIP resolver's per-network-block answer cache, or CloudFront-Viewer-Country).
 """
 
 from __future__ import annotations
@@ -36,10 +41,8 @@ from dataclasses import dataclass
 from socket import AF_INET, AF_INET6, inet_ntop
 from typing import Any, Final, NamedTuple
 
-from cachetools import FIFOCache
-
 from .aws import AwsIpRanges, Network
-from .client_ip import MAX_TRUSTED_HOPS, TrustedProxies, forwarded_entries, parse_forwarded_entry, parse_viewer_address
+from .client_ip import MAX_TRUSTED_HOPS, TrustedProxies, parse_forwarded_entry, parse_viewer_address, rightmost_entries
 from .errors import ConfigError, InvalidAddress
 from .metrics import CounterKey, Counters
 from .policy import (
@@ -49,7 +52,9 @@ from .policy import (
     BAD_PATH,
     BAD_VIEWER_ADDRESS,
     EDGE_NOT_ALLOWED,
+    MALFORMED_SCOPE,
     NO_CLIENT_ADDRESS,
+    PEER_FORWARDED,
     PEER_NOT_ALLOWED,
     RANGES_STALE,
     REASONS,
@@ -64,56 +69,66 @@ from .policy import (
     Route,
 )
 from .radix import SPEEDUPS, RadixTree, pack_address
+from .ratelimit import LogLimiter
 from .secret import SecretHeader
 
-# Without the C extension Engine.decide answers every request.
-_Gate: Any = getattr(SPEEDUPS, "Gate", None)
-
-__all__ = ["DEFAULT_ROUTE", "Engine", "Outcome", "PolicyReport"]
+__all__ = ["DEFAULT_ROUTE", "Binding", "Engine", "Outcome", "PolicyReport"]
 
 logger = logging.getLogger("originshield.engine")
 
+#: The C decider, or ``None`` (no compiler: :meth:`Engine.decide` answers every request).
+_Decider: Any = getattr(SPEEDUPS, "Decider", None)
+#: The version of the table structure :meth:`Engine._native` builds (``_speedups.c``, Decider).
+_DECIDER_VERSION: Final = 1
+if _Decider is not None and (
+    SPEEDUPS.DECIDER_VERSION != _DECIDER_VERSION
+    or tuple(SPEEDUPS.REASONS) != REASONS
+    or SPEEDUPS.MAX_TRUSTED_HOPS != MAX_TRUSTED_HOPS
+):
+    # A stale build would decide by other rules: refuse to start rather than guess.
+    raise ImportError("originshield._speedups was built from another version of originshield: rebuild it")
+
 #: The name of the catch-all route in logs, counters and ``explain``.
 DEFAULT_ROUTE: Final = "default"
-
-# Bounds on what goes into a cache key; longer values are decided without the cache.
-_MAX_KEY_XFF: Final = 256
-_MAX_KEY_HOST: Final = 64
-_MAX_KEY_HEADER: Final = 64
 
 # Header ids for the single pass over scope["headers"].
 _XFF, _SECRET, _CVA, _CVC = 1, 2, 3, 4
 _XFF_NAME: Final = b"x-forwarded-for"
 _CVA_NAME: Final = b"cloudfront-viewer-address"
 _CVC_NAME: Final = b"cloudfront-viewer-country"
-_DUPLICATE: Final = b"\x00duplicate"  # marks a repeated single-valued CloudFront header
 
 # Secret verdicts (the trace shows these words; the value itself never leaves the header pass).
 _VERIFIED, _MISSING, _INVALID, _DUP, _NOT_CONFIGURED = "verified", "missing", "invalid", "duplicate", "not_configured"
+_UNREAD: Final = "unread"  # a malformed scope: the header pass stopped before the verdict
 
 _COUNTRY_CODE = re.compile(rb"[A-Z]{2}")
-_ALL_COPIES: Final = object()  # strip marker: the secret header appeared more than once
+_COUNTRY_TEXT = re.compile(r"[A-Z]{2}")
+_ALL_COPIES: Final = object()  # strip marker: remove every header named like the secret
+_MODES: Final = {"cloudfront": 0, "direct": 1, "peer": 2}  # Decider's source mode numbers
 
 
-class GateBinding(NamedTuple):
-    """What the C gate needs to finish a request itself (``OriginShield.__call__``)."""
+class Binding(NamedTuple):
+    """What an engine needs to run requests itself (``OriginShield.__call__``), not only decide."""
 
-    #: The ASGI app, called with the request's own (scope, receive, send) when it is allowed.
+    #: The ASGI app, called with the request's own (scope, receive, send) when it passes.
     app: Any
-    #: The middleware's counters: the gate adds one to an outcome's cell per request it settles.
+    #: The middleware's counters: every outcome holds its cell.
     counters: Counters
+    #: The refusal log-line budgets, one per (route, reason).
+    limiter: LogLimiter
     #: ``refuse(scope, send)`` -> awaitable sending the refusal.
     refuse: Any
-    #: ``logged()`` -> whether refusals are logged (then the Python path runs: it builds the line).
-    logged: Any
+    #: ``log(scope, outcome, summarised)``: a refusal line the budget let through (the Python
+    #: reference rebuilds its trace), after a summary of ``summarised`` suppressed lines.
+    log: Any
 
 
 class Outcome:
     """A decision's verdict, shared by every request with the same route and reason (built once)."""
 
-    __slots__ = ("allowed", "counter_key", "passes", "reason", "route")
+    __slots__ = ("allowed", "budget", "cell", "counter_key", "log_key", "passes", "reason", "route")
 
-    def __init__(self, route: str, reason: str, report_only: bool) -> None:
+    def __init__(self, route: str, reason: str, report_only: bool, bind: Binding | None) -> None:
         self.route = route
         self.reason = reason
         self.allowed = reason == ALLOWED
@@ -121,14 +136,19 @@ class Outcome:
         self.passes = self.allowed or report_only
         action = "allowed" if self.allowed else ("reported" if report_only else "rejected")
         self.counter_key: CounterKey = (route, reason, action)
+        self.log_key = (route, reason)
+        #: The counter cell (bound engines), else ``None``.
+        self.cell: Any = None if bind is None else bind.counters.cell(self.counter_key)
+        #: The log-line budget of a refusal (bound engines), else ``None``.
+        self.budget: Any = None if bind is None or self.allowed else bind.limiter.budget(self.log_key)
 
     def __repr__(self) -> str:
         return f"Outcome({self.route!r}, {self.reason!r}, passes={self.passes})"
 
 
-# A decision as cached: (outcome, peer, checked, checked_from_header, viewer, matched, country,
-# country_source). Addresses are packed bytes; a plain tuple keeps a cache miss cheap, and
-# :meth:`Engine.decision` turns it into the public :class:`Decision` only for logs and explain.
+# A decision with its trace: (outcome, peer, checked, checked_from_header, viewer, matched, country,
+# country_source). Addresses are packed bytes; :meth:`Engine.decision` turns it into the public
+# :class:`Decision` only for logs and explain.
 _Result = tuple[Outcome, bytes | None, bytes | None, bool, bytes | None, tuple[Matched, ...], str | None, str | None]
 
 
@@ -150,7 +170,7 @@ class PolicyReport:
 
 
 class _CompiledPolicy:
-    __slots__ = ("lookup", "policy", "records")
+    __slots__ = ("lookup", "policy", "records", "walker")
 
     def __init__(self, policy: Policy, ranges: AwsIpRanges) -> None:
         records: list[Matched] = []
@@ -167,7 +187,10 @@ class _CompiledPolicy:
         records.extend(Cidr(net) for net in policy.cidrs)
         self.policy = policy
         self.records: tuple[Matched, ...] = tuple(records)
-        self.lookup = _shared_tree(self.records).lookup_packed
+        tree = _shared_tree(self.records)
+        self.lookup = tree.lookup_packed
+        #: The tree's walker (``_speedups.Lookup`` with the C extension): what the C decider reads.
+        self.walker: Any = tree.lookup
 
 
 #: Recently built trees by the identity of their records (each entry keeps its records alive, so
@@ -194,58 +217,43 @@ def _shared_tree(records: tuple[Matched, ...]) -> RadixTree[Matched]:
     return hit[1]
 
 
-_RouteEntry = tuple[str, bool, "frozenset[str] | None", "_CompiledRoute"]
-
-
 class _CompiledRoute:
     __slots__ = (
+        "country",
         "early",
-        "index",
         "mode",
         "name",
         "outcomes",
         "policy",
-        "reject_secret_duplicate",
-        "reject_secret_invalid",
-        "reject_secret_missing",
+        "require_secret",
         "stale",
-        "uses_country",
         "uses_cva",
         "uses_cvc",
-        "uses_xff",
-        "want_country_header",
     )
 
     def __init__(
         self,
-        index: int,
         name: str,
         compiled: _CompiledPolicy,
         report_only: bool,
-        trusted: TrustedProxies,
+        bind: Binding | None,
         *,
-        stale_reject: bool = False,
+        stale_reject: bool,
     ) -> None:
         policy = compiled.policy
-        self.index = index
         self.name = name
         self.policy = compiled
         self.mode = policy.source
-        self.outcomes = {reason: Outcome(name, reason, report_only) for reason in REASONS}
+        self.outcomes = {reason: Outcome(name, reason, report_only, bind) for reason in REASONS}
         # Results of the checks that run before any address work: built once, returned as is.
         self.early: dict[str, _Result] = {
             reason: (self.outcomes[reason], None, None, False, None, (), None, None) for reason in REASONS
         }
-        self.reject_secret_duplicate = self.early[SECRET_DUPLICATE]
+        self.require_secret = policy.require_secret
         # Stale AWS data (and stale_action = "reject") only affects routes that use AWS ranges.
-        self.stale = self.early[RANGES_STALE] if stale_reject and policy.selectors else None
-        self.reject_secret_missing = self.early[SECRET_MISSING] if policy.require_secret else None
-        self.reject_secret_invalid = self.early[SECRET_INVALID] if policy.require_secret else None
-        # Which inputs the cached part of the decision depends on (and so must be in the key).
-        self.uses_xff = policy.source == "cloudfront" or (policy.source == "direct" and bool(trusted))
-        self.uses_country = policy.has_country_rules
-        self.want_country_header = policy.viewer_country_header and policy.has_country_rules
-        self.uses_cvc = self.want_country_header
+        self.stale = stale_reject and bool(policy.selectors)
+        self.country = policy.has_country_rules
+        self.uses_cvc = policy.viewer_country_header and policy.has_country_rules
         self.uses_cva = policy.viewer_address_header and policy.source == "cloudfront"
 
 
@@ -254,16 +262,13 @@ class Engine:
 
     __slots__ = (
         "_bind",
-        "_buckets",
         "_header_ids",
-        "_root",
         "_routes",
         "_table",
-        "cache",
         "default",
-        "gate",
         "generation",
         "geoip",
+        "native",
         "policies",
         "ranges",
         "report_only",
@@ -286,9 +291,8 @@ class Engine:
         secret: SecretHeader | None,
         geoip: CountryResolver | None,
         report_only: bool,
-        cache_size: int,
         stale_reject: bool = False,
-        bind: GateBinding | None = None,
+        bind: Binding | None = None,
     ) -> None:
         self.ranges = ranges
         self._bind = bind
@@ -314,71 +318,69 @@ class Engine:
         if len(set(names)) != len(names) or DEFAULT_ROUTE in names:
             raise ConfigError(f"routes: names must be unique and not {DEFAULT_ROUTE!r}: {names}")
         self._routes = tuple(ordered)
-        crs = [
-            _CompiledRoute(i, r.name, comp(r.policy), report_only, trusted, stale_reject=stale_reject)
-            for i, r in enumerate(ordered)
-        ]
-        self.default = _CompiledRoute(
-            len(crs), DEFAULT_ROUTE, comp(default), report_only, trusted, stale_reject=stale_reject
-        )
+        self.default = _CompiledRoute(DEFAULT_ROUTE, comp(default), report_only, bind, stale_reject=stale_reject)
         # (prefix, whether it ends with "/" (matches anything below), methods, compiled route)
         self._table = tuple(
-            (r.prefix, r.prefix.endswith("/"), r.methods, cr) for r, cr in zip(ordered, crs, strict=True)
+            (
+                r.prefix,
+                r.prefix.endswith("/"),
+                r.methods,
+                _CompiledRoute(r.name, comp(r.policy), report_only, bind, stale_reject=stale_reject),
+            )
+            for r in ordered
         )
-        # Routes bucketed by the first path segment: prefixes match whole segments, so a request can
-        # only match routes whose first segment equals its own, plus "/" (which matches anything).
-        root = tuple(e for e in self._table if e[0] == "/")
-        buckets: dict[str, list[_RouteEntry]] = {}
-        for entry in self._table:
-            if entry[0] != "/":
-                buckets.setdefault(entry[0].split("/")[1], []).append(entry)
-        self._buckets = {seg: (*entries, *root) for seg, entries in buckets.items()}
-        self._root = root
         self.policies: tuple[_CompiledPolicy, ...] = tuple(compiled.values())
-        self.cache: FIFOCache[tuple[Any, ...], _Result] | None = FIFOCache(cache_size) if cache_size > 0 else None
         ids = {_XFF_NAME: _XFF, _CVA_NAME: _CVA, _CVC_NAME: _CVC}
         if secret is not None:
             ids[secret.header] = _SECRET
         self._header_ids = ids
-        #: The C fast path: ``gate(scope)`` -> the result :meth:`decide` would return, or ``None``
-        #: (then call :meth:`decide`); never modifies the scope. ``None`` without the C extension.
-        #: Built with ``bind``, ``OriginShield.__call__`` uses it to finish requests on its own.
-        self.gate: Any = self._build_gate()
+        #: ``_speedups.Decider``: ``native.decide(method, path, client, headers)`` -> the
+        #: :class:`Outcome` :meth:`decide` gives, computed in C; bound engines also run requests with
+        #: it (``OriginShield.__call__``). ``None`` without the C extension.
+        self.native: Any = self._native()
 
-    def _build_gate(self) -> Any:
-        bind = self._bind
-        if bind is not None:  # every outcome has its counter cell, with or without the C gate
-            bind.counters.seed(self.outcome_keys())
-        if _Gate is None:
+    def _native(self) -> Any:
+        """The tables of the C decider (structure version ``_DECIDER_VERSION``, documented at
+        ``decider_new`` in ``_speedups.c``)."""
+        if _Decider is None:
             return None
+        bind = self._bind
 
         def info(cr: _CompiledRoute) -> tuple[Any, ...]:
+            outcomes = tuple(cr.outcomes[reason] for reason in REASONS)
+            policy = cr.policy.policy
+            country = None
+            if cr.country:
+                allow = policy.allow_countries
+                country = (
+                    None if allow is None else _country_flags(allow),
+                    _country_flags(policy.deny_countries),
+                    policy.reject_unknown_country,
+                )
             return (
-                cr.index,
-                cr.uses_xff,
+                outcomes,
+                None if bind is None else tuple(o.cell for o in outcomes),
+                None if bind is None else tuple(o.budget for o in outcomes),
+                _MODES[cr.mode],
+                cr.require_secret,
+                cr.stale,
                 cr.uses_cva,
                 cr.uses_cvc,
-                cr.early[NO_CLIENT_ADDRESS],
-                cr.reject_secret_duplicate,
-                cr.reject_secret_missing,
-                cr.reject_secret_invalid,
-                cr.stale,
-                cr.outcomes[ALLOWED],
-                None if cells is None else cells[cr.outcomes[ALLOWED].counter_key],
+                cr.policy.walker,
+                country,
             )
 
         secret = self.secret
-        cells = bind.counters.cells if bind is not None else None
-        return _Gate(
+        return _Decider(
+            _DECIDER_VERSION,
             tuple((p, d, None if m is None else frozenset(m), info(cr)) for p, d, m, cr in self._table),
             info(self.default),
-            (_XFF_NAME, None if secret is None else secret.header, _CVA_NAME, _CVC_NAME),
-            None if secret is None else secret.values,
-            _backing_dict(self.cache),
-            _DUPLICATE,
-            (_MAX_KEY_XFF, _MAX_KEY_HOST, _MAX_KEY_HEADER),
+            None if secret is None else (secret.header, secret.values),
+            self.trusted.walker,
+            bool(self.trusted),
+            None if self.geoip is None else self.geoip.country,
             self.report_only,
-            None if bind is None else (bind.app, cells, bind.refuse, bind.logged),
+            None if bind is None else (bind.app, bind.refuse, bind.log),
         )
 
     # -- compiled views ------------------------------------------------------------------------------
@@ -387,12 +389,6 @@ class Engine:
     def routes(self) -> tuple[Route, ...]:
         """Configured routes in match order (longest prefix first)."""
         return self._routes
-
-    def outcome_keys(self) -> list[CounterKey]:
-        """Every counter key the engine can produce (to pre-seed the counters)."""
-        return [o.counter_key for _p, _d, _m, cr in self._table for o in cr.outcomes.values()] + [
-            o.counter_key for o in self.default.outcomes.values()
-        ]
 
     def policy_reports(self) -> tuple[PolicyReport, ...]:
         """Each distinct policy with the routes using it and the records of its tree."""
@@ -404,24 +400,104 @@ class Engine:
             out.append(PolicyReport(cp.policy, tuple(names), cp.records))
         return tuple(out)
 
-    def with_fresh_cache(self, bind: GateBinding | None = None) -> Engine:
-        """The same compiled engine with an empty cache (e.g. after a GeoIP database reload), its
-        gate bound to ``bind`` if given (else as before)."""
-        clone = object.__new__(Engine)
-        for slot in Engine.__slots__:
-            object.__setattr__(clone, slot, getattr(self, slot))
-        clone.cache = FIFOCache(self.cache.maxsize) if self.cache is not None else None
-        if bind is not None:
-            clone._bind = bind
-        clone.gate = clone._build_gate()
-        return clone
+    def rebind(self, bind: Binding) -> Engine:
+        """The same compiled engine bound to ``bind`` (e.g. after the middleware's app changed)."""
+        return Engine(
+            default=self.default.policy.policy,
+            routes=self._routes,
+            ranges=self.ranges,
+            generation=self.generation,
+            source=self.source,
+            trusted=self.trusted,
+            secret=self.secret,
+            geoip=self.geoip,
+            report_only=self.report_only,
+            stale_reject=self.stale_reject,
+            bind=bind,
+        )
 
-    # -- the decision --------------------------------------------------------------------------------
+    # -- the decision (the reference; _speedups.c mirrors it step for step) -------------------------
 
-    def route_for(self, method: str, path: str) -> _CompiledRoute:
-        end = path.find("/", 1)
-        entries = self._buckets.get(path[1:end] if end > 0 else path[1:], self._root)
-        for prefix, is_dir, methods, cr in entries:
+    def outcome(self, method: Any, path: Any, client: Any, headers: Any) -> Outcome:
+        """The :class:`Outcome` of :meth:`decide` (what ``native.decide`` returns, for comparisons)."""
+        return self.decide(method, path, client, headers)[0][0]
+
+    def decide(self, method: Any, path: Any, client: Any, headers: Any) -> tuple[_Result, Any, str]:
+        """Decide one request from raw ASGI values (``client`` and ``headers`` as in the scope).
+
+        Returns ``(result, strip, secret)``: ``result[0]`` is the :class:`Outcome` (the rest is the
+        trace :meth:`decision` turns into a :class:`Decision`); ``strip`` is what
+        :meth:`strip_secret` needs to remove the secret header (``None``: nothing to remove; the
+        caller does so only when the app is going to run: a refused request costs no list copy);
+        ``secret`` is the secret's verdict word. Never raises for any input (an exception from the
+        GeoIP resolver is logged and makes the country unknown).
+        """
+        if method.__class__ is not str or path.__class__ is not str or headers.__class__ not in (list, tuple):
+            return self.default.early[MALFORMED_SCOPE], None, _UNREAD
+        cr = self._route(method, path)
+
+        xff: list[bytes] = []  # every X-Forwarded-For line, in order: one list (RFC 9110 5.3)
+        secret_at = -1
+        secret_item: Any = None
+        secret_value = b""
+        secret_count = cva_count = cvc_count = 0
+        cva = cvc = b""
+        get = self._header_ids.get
+        for i, item in enumerate(headers):
+            if item.__class__ not in (tuple, list) or len(item) != 2:
+                return cr.early[MALFORMED_SCOPE], self._strip_all(), _UNREAD
+            name, value = item
+            if name.__class__ is not bytes or value.__class__ is not bytes:
+                return cr.early[MALFORMED_SCOPE], self._strip_all(), _UNREAD
+            hid = get(name)
+            if hid is None:
+                if name.islower():
+                    continue
+                hid = get(name.lower())
+                if hid is None:
+                    continue
+            if hid == _XFF:
+                xff.append(value)
+            elif hid == _SECRET:
+                secret_count += 1
+                secret_at, secret_item, secret_value = i, item, value
+            elif hid == _CVA:
+                cva_count += 1
+                cva = value if cva_count == 1 else cva
+            else:
+                cvc_count += 1
+                cvc = value if cvc_count == 1 else cvc
+
+        strip: Any = None  # what strip_secret removes, if the app runs
+        secret = self.secret
+        if secret is None:
+            state = _NOT_CONFIGURED
+        elif not secret_count:
+            state = _MISSING
+        elif secret_count == 1:
+            strip = (secret_at, secret_item)
+            state = _VERIFIED if secret.verify(secret_value) else _INVALID
+        else:
+            strip = _ALL_COPIES
+            state = _DUP
+        if client is None:
+            return cr.early[NO_CLIENT_ADDRESS], strip, state
+        if _has_dot_segment(path):
+            return cr.early[BAD_PATH], strip, state
+        if secret is not None:
+            if state is _DUP:
+                return cr.early[SECRET_DUPLICATE], strip, state
+            if cr.require_secret and state is _MISSING:
+                return cr.early[SECRET_MISSING], strip, state
+            if cr.require_secret and state is _INVALID:
+                return cr.early[SECRET_INVALID], strip, state
+        if cr.stale:
+            return cr.early[RANGES_STALE], strip, state
+        verified = state is _VERIFIED
+        return self._evaluate(cr, client, xff, verified, cva_count, cva, cvc_count, cvc), strip, state
+
+    def _route(self, method: str, path: str) -> _CompiledRoute:
+        for prefix, is_dir, methods, cr in self._table:
             # Whole segments only: "/api" covers "/api" and "/api/x", never "/apix".
             if (
                 path.startswith(prefix)
@@ -431,160 +507,55 @@ class Engine:
                 return cr
         return self.default
 
-    def decide(
-        self,
-        method: str,
-        path: str,
-        client: Any,
-        headers: Any,
-        use_cache: bool = True,
-    ) -> tuple[_Result, Any, str]:
-        """Decide one request from raw ASGI values.
-
-        Returns ``(result, strip, secret)``: ``result[0]`` is the :class:`Outcome` (the rest is the
-        trace :meth:`decision` turns into a :class:`Decision`); ``strip`` is ``None`` when no secret
-        header was present, else what :meth:`strip_secret` needs to remove it (the caller does so
-        only when the app is going to run: a refused request costs no list copy); ``secret`` is the
-        secret's verdict word.
-        """
-        # Route: inlined copy of route_for (one Python call less per request).
-        end = path.find("/", 1)
-        for prefix, is_dir, methods, cr in self._buckets.get(path[1:end] if end > 0 else path[1:], self._root):  # noqa: B007
-            if (
-                path.startswith(prefix)
-                and (is_dir or len(path) == len(prefix) or path[len(prefix)] == "/")
-                and (methods is None or method in methods)
-            ):
-                break
-        else:
-            cr = self.default
-
-        # One pass over the headers. ASGI promises lower-case names; a crafted or non-conforming
-        # server may not, and the trust model must not be sidestepped by "X-Forwarded-For".
-        xff: bytes | None = None
-        secret_item: Any = None
-        secret_count = 0
-        cva: bytes | None = None
-        cvc: bytes | None = None
-        get = self._header_ids.get
-        for item in headers:
-            name, value = item
-            hid = get(name)
-            if hid is None:
-                if name.islower():
-                    continue
-                hid = get(name.lower())
-                if hid is None:
-                    continue
-            if hid == _XFF:
-                # RFC 9110 5.3: repeated lines are one list, in order.
-                xff = value if xff is None else xff + b"," + value
-            elif hid == _SECRET:
-                secret_count += 1
-                secret_item = item
-            elif hid == _CVA:
-                cva = value if cva is None else _DUPLICATE
-            else:
-                cvc = value if cvc is None else _DUPLICATE
-
-        strip: Any = None  # what strip_secret removes, if the app runs
-        secret = self.secret
-        if secret is None:
-            state = _NOT_CONFIGURED
-        elif not secret_count:
-            state = _MISSING
-        elif secret_count == 1:
-            strip = secret_item
-            state = _VERIFIED if secret.verify(secret_item[1]) else _INVALID
-        else:
-            strip = _ALL_COPIES
-            state = _DUP
-        if client is None:
-            return cr.early[NO_CLIENT_ADDRESS], strip, state
-        if "/." in path and _has_dot_segment(path):
-            return cr.early[BAD_PATH], strip, state
-        if state is not _VERIFIED and state is not _NOT_CONFIGURED:
-            if state is _DUP:
-                return cr.reject_secret_duplicate, strip, state
-            if state is _MISSING and cr.reject_secret_missing is not None:
-                return cr.reject_secret_missing, strip, state
-            if state is _INVALID and cr.reject_secret_invalid is not None:
-                return cr.reject_secret_invalid, strip, state
-        if cr.stale is not None:
-            return cr.stale, strip, state
-
-        host = client[0]
-        verified = state is _VERIFIED
-        cache = self.cache if use_cache else None
-        key: tuple[Any, ...] | None = None
-        if cache is not None:
-            if cr.uses_cva or cr.uses_cvc:
-                key = (
-                    cr.index,
-                    host,
-                    xff if cr.uses_xff else None,
-                    verified,
-                    cva if cr.uses_cva and verified else None,
-                    cvc if cr.uses_cvc and verified else None,
-                )
-                if (cva is not None and len(cva) > _MAX_KEY_HEADER) or (cvc is not None and len(cvc) > _MAX_KEY_HEADER):
-                    key = None
-            else:
-                key = (cr.index, host, xff if cr.uses_xff else None)
-            if key is not None and (
-                (xff is not None and len(xff) > _MAX_KEY_XFF) or host.__class__ is not str or len(host) > _MAX_KEY_HOST
-            ):
-                key = None
-            if key is not None:
-                try:
-                    return cache[key], strip, state
-                except KeyError:
-                    pass
-        result = self._evaluate(cr, host, xff, verified, cva, cvc)
-        if key is not None and cache is not None:
-            cache[key] = result
-        return result, strip, state
-
-    def _evaluate(  # noqa: PLR0917 (positional: the cache-miss path, called per request)
+    def _evaluate(  # noqa: PLR0917 (positional: one call per request)
         self,
         cr: _CompiledRoute,
-        host: Any,
-        xff: bytes | None,
+        client: Any,
+        xff: list[bytes],
         verified: bool,
-        cva: bytes | None,
-        cvc: bytes | None,
+        cva_count: int,
+        cva: bytes,
+        cvc_count: int,
+        cvc: bytes,
     ) -> _Result:
         outcomes = cr.outcomes
+        host = client[0] if client.__class__ in (tuple, list) and client else None
+        if host.__class__ is not str:
+            return (outcomes[BAD_CLIENT_ADDRESS], None, None, False, None, (), None, None)
         try:
-            if host.__class__ is not str:
-                raise InvalidAddress("peer host is not a string")
             peer = pack_address(host)
         except InvalidAddress:
             return (outcomes[BAD_CLIENT_ADDRESS], None, None, False, None, (), None, None)
 
         mode = cr.mode
-        parts: list[bytes] = []
-        walked = 0  # entries of ``parts`` consumed, right to left
+        trusted = self.trusted
+        behind_proxy = bool(trusted.contains_packed(peer))
+        entries: list[bytes] = []
+        walked = 0  # entries consumed, right to left
         checked = peer
         from_header = False
-        if mode != "peer" and self.trusted and self.trusted.contains_packed(peer):
-            # Behind our own proxies: the hop to check is the rightmost entry not written by one of
-            # them (topology 2: the CloudFront edge the ALB appended).
-            parts = _entries(xff)
-            while True:
-                if walked >= len(parts) or walked > MAX_TRUSTED_HOPS:
-                    return (outcomes[BAD_FORWARDED_CHAIN], peer, None, False, None, (), None, None)
-                try:
-                    hop = parse_forwarded_entry(parts[walked])
-                except InvalidAddress:
-                    return (outcomes[BAD_FORWARDED_CHAIN], peer, None, False, None, (), None, None)
-                walked += 1
-                if not self.trusted.contains_packed(hop):
-                    break
-            checked = hop
-            from_header = True
-        elif mode == "cloudfront":
-            parts = _entries(xff)
+        if mode == "peer":
+            # Health checks come from the load balancer itself and carry no X-Forwarded-For; one
+            # forwarded through it is an internet client reaching the exempt path.
+            if behind_proxy and xff:
+                return (outcomes[PEER_FORWARDED], peer, None, False, None, (), None, None)
+        else:
+            entries = rightmost_entries(xff) if xff and (behind_proxy or mode == "cloudfront") else []
+            if behind_proxy:
+                # Behind our own proxies: the hop to check is the rightmost entry not written by one
+                # of them (topology 2: the CloudFront edge the ALB appended).
+                while True:
+                    if walked >= len(entries) or walked > MAX_TRUSTED_HOPS:
+                        return (outcomes[BAD_FORWARDED_CHAIN], peer, None, False, None, (), None, None)
+                    try:
+                        hop = parse_forwarded_entry(entries[walked])
+                    except InvalidAddress:
+                        return (outcomes[BAD_FORWARDED_CHAIN], peer, None, False, None, (), None, None)
+                    walked += 1
+                    if not trusted.contains_packed(hop):
+                        break
+                checked = hop
+                from_header = True
 
         matched = cr.policy.lookup(checked)
         if not matched:
@@ -593,8 +564,12 @@ class Engine:
 
         viewer = checked
         if mode == "cloudfront":
-            if cr.uses_cva and verified and cva is not None:
+            if cr.uses_cva and verified and cva_count:
+                # CloudFront's own header (the secret proves the request came through our
+                # distribution); a repeated one is ambiguous.
                 try:
+                    if cva_count > 1:
+                        raise InvalidAddress("CloudFront-Viewer-Address repeated")
                     viewer = parse_viewer_address(cva)
                 except InvalidAddress:
                     return (outcomes[BAD_VIEWER_ADDRESS], peer, checked, from_header, None, matched, None, None)
@@ -602,64 +577,76 @@ class Engine:
                 # CloudFront appends the address it saw: the entry just left of the edge. It always
                 # sends one, so a missing or unparsable viewer means this is not CloudFront's chain.
                 try:
-                    if walked >= len(parts):
+                    if walked >= len(entries):
                         raise InvalidAddress("no viewer entry")
-                    viewer = parse_forwarded_entry(parts[walked])
+                    viewer = parse_forwarded_entry(entries[walked])
                 except InvalidAddress:
                     return (outcomes[BAD_FORWARDED_CHAIN], peer, checked, from_header, None, matched, None, None)
         elif mode == "peer":
             viewer = peer
 
-        if not cr.uses_country:
+        if not cr.country:
             return (outcomes[ALLOWED], peer, checked, from_header, viewer, matched, None, None)
         country: str | None = None
         country_source: str | None = None
-        if cr.want_country_header and verified and cvc is not None:
+        if cr.uses_cvc and verified and cvc_count:
             # CloudFront's own header, trusted because the secret proves the request came through
             # our distribution; a malformed or repeated value is "unknown", never a guess.
-            if _COUNTRY_CODE.fullmatch(cvc):
+            if cvc_count == 1 and _COUNTRY_CODE.fullmatch(cvc):
                 country = cvc.decode("ascii")
             country_source = "header"
         elif self.geoip is not None:
             country_source = "geoip"
             try:
-                country = self.geoip.country(viewer)
+                answer: Any = self.geoip.country(viewer)
             except Exception:  # a resolver bug must fail closed, not crash the request
                 logger.exception("GeoIP resolver failed; treating the country as unknown")
-                country = None
+                answer = None
+            # Anything but a two-letter code is "unknown" (as in C, which reads no other value).
+            country = answer if answer.__class__ is str and _COUNTRY_TEXT.fullmatch(answer) else None
         reason = cr.policy.policy.country_verdict(country)
         return (outcomes[reason], peer, checked, from_header, viewer, matched, country, country_source)
 
-    def strip_secret(self, headers: Any, strip: Any) -> list[Any]:
+    def _strip_all(self) -> Any:
+        return None if self.secret is None else _ALL_COPIES
+
+    def strip_secret(self, headers: Any, strip: Any) -> Any:
         """``headers`` without the secret header (``strip`` from :meth:`decide`), as a new list.
 
         Every request that reaches the app goes through this, report-only ones included: the app
-        never sees the secret, so it cannot leak it (logs, error pages, upstream calls).
+        never sees the secret, so it cannot leak it (logs, error pages, upstream calls). The item
+        :meth:`decide` saw is removed by position and identity (no comparison that could run code);
+        if it moved, every item named like the secret is left out.
         """
-        if strip is _ALL_COPIES:
-            name = self.secret.header if self.secret is not None else b""
-            return [h for h in headers if h[0].lower() != name]
-        out = list(headers)
-        out.remove(strip)  # identity matches first: removes this very item
-        return out
+        if strip is None or headers.__class__ not in (list, tuple) or self.secret is None:
+            return headers
+        if strip is not _ALL_COPIES:
+            at, item = strip
+            if at < len(headers) and headers[at] is item:
+                out = list(headers)
+                del out[at]
+                return out
+        name = self.secret.header
+        return [h for h in headers if not _named(h, name)]
 
     # -- explain -------------------------------------------------------------------------------------
 
     def decision(
         self,
         result: _Result,
-        method: str,
-        path: str,
+        method: Any,
+        path: Any,
         client: Any,
         secret: str,
     ) -> Decision:
         """The public :class:`Decision` for a result of :meth:`decide` (logs and explain)."""
         outcome, peer, checked, from_header, viewer, matched, country, country_source = result
-        if peer is None and client is not None and isinstance(client[0], str):
-            peer = _maybe_pack(client[0])
+        host = client[0] if client.__class__ in (tuple, list) and client else None
+        if peer is None and host.__class__ is str:
+            peer = _maybe_pack(host)
         shown = _text(peer)
-        if shown is None and client is not None and isinstance(client[0], str):
-            shown = client[0][:64]  # not an address: show it (bounded) as the server gave it
+        if shown is None and host.__class__ is str:
+            shown = host[:64]  # not an address: show it (bounded) as the server gave it
         cr = self.default if outcome.route == DEFAULT_ROUTE else None
         if cr is None:
             cr = next(c for _p, _d, _m, c in self._table if c.name == outcome.route)
@@ -669,8 +656,8 @@ class Engine:
             enforced=not self.report_only,
             route=outcome.route,
             policy=cr.policy.policy.name,
-            method=method,
-            path=path,
+            method=method if method.__class__ is str else repr(method)[:64],
+            path=path if path.__class__ is str else repr(path)[:64],
             peer=shown,
             checked=_text(checked),
             checked_from=None if checked is None else ("x-forwarded-for" if from_header else "peer"),
@@ -690,7 +677,7 @@ class Engine:
         headers: Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]] = (),
         peer: str | None = None,
     ) -> Decision:
-        """Decide a request described by hand, without the cache; ``peer=None`` is a unix socket."""
+        """Decide a request described by hand (the reference); ``peer=None`` is a unix socket."""
         items = headers.items() if isinstance(headers, Mapping) else headers
         raw = [
             (
@@ -700,29 +687,31 @@ class Engine:
             for n, v in items
         ]
         client = (peer, 0) if peer is not None else None
-        result, _headers, secret = self.decide(method.upper(), path, client, raw, use_cache=False)
+        result, _strip, secret = self.decide(method.upper(), path, client, raw)
         return self.decision(result, method.upper(), path, client, secret)
 
 
-def _backing_dict(cache: FIFOCache[Any, Any] | None) -> dict[Any, Any] | None:
-    """The dict a cachetools cache keeps its entries in, for the C gate's reads; ``None`` if this
-    version of cachetools keeps them elsewhere (then the gate answers early refusals only)."""
-    data = getattr(cache, "_Cache__data", None)
-    if cache is None or type(data) is not dict or len(cache):
-        return None
-    probe = object()  # check on the empty cache that an entry really lands in that dict
-    cache[(probe,)] = probe
-    found = data.get((probe,)) is probe
-    del cache[(probe,)]
-    return data if found and not data else None
+def _country_flags(codes: Iterable[str]) -> bytes:
+    """A set of country codes as the C decider reads it: one flag per two-letter code."""
+    flags = bytearray(26 * 26)
+    for code in codes:
+        flags[(ord(code[0]) - 65) * 26 + ord(code[1]) - 65] = 1
+    return bytes(flags)
 
 
-def _entries(xff: bytes | None) -> list[bytes]:
-    return forwarded_entries(xff) if xff else []
+def _named(item: Any, name: bytes) -> bool:
+    # bytes.lower on the raw data: a bytes subclass's own lower() never runs.
+    return (
+        item.__class__ in (tuple, list)
+        and len(item) == 2
+        and isinstance(item[0], bytes)
+        and bytes.lower(item[0]) == name
+    )
 
 
 def _has_dot_segment(path: str) -> bool:
-    return any(seg in (".", "..") for seg in path.split("/"))
+    # "/health/../admin": a weak route must not cover a path the app may normalise into a strong one.
+    return "." in path and any(seg in (".", "..") for seg in path.split("/"))
 
 
 def _maybe_pack(text: str | None) -> bytes | None:

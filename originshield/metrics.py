@@ -1,10 +1,13 @@
 """Decision counters, readable from Python and as Prometheus text, with no dependency.
 
 Each ``(route, reason, action)`` key has a counter cell, created when the routes are compiled; the
-middleware's C gate holds the cell of each route's ``allowed`` outcome and adds to it directly (no
-dict lookup, no hashing, no int object per request), the Python path through :meth:`Counters.add`.
-``action`` is one of ``allowed``, ``rejected`` or ``reported`` (report-only mode: would have been
-rejected, was let through).
+middleware's C decider holds the cells of every outcome and adds to them directly (no dict lookup,
+no hashing, no int object per request), and so does the Python path (``Outcome.cell``). ``action``
+is one of ``allowed``, ``rejected`` or ``reported`` (report-only mode: would have been rejected,
+was let through).
+
+Each ``(route, reason)`` of a refusal also has a cell counting the log lines the rate limiter
+suppressed (:mod:`originshield.ratelimit`): refusals counted = lines logged + lines suppressed.
 
 The counters are updated from the event loop thread; readers get copies (:attr:`Counters.counts`,
 :meth:`Counters.snapshot`).
@@ -17,12 +20,14 @@ from typing import Any, Final
 
 from .radix import SPEEDUPS
 
-__all__ = ["ACTIONS", "CounterKey", "Counters", "Sample", "render_family"]
+__all__ = ["ACTIONS", "CounterKey", "Counters", "LogKey", "Sample", "render_family"]
 
 #: What happened to a request.
 ACTIONS: Final = ("allowed", "rejected", "reported")
 
 CounterKey = tuple[str, str, str]
+#: ``(route, reason)``: the key of a log-line budget.
+LogKey = tuple[str, str]
 
 
 class _PyCounter:
@@ -40,11 +45,13 @@ _Counter: Any = getattr(SPEEDUPS, "Counter", _PyCounter)
 class Counters:
     """Per-(route, reason, action) request counts, plus gauges registered by the middleware."""
 
-    __slots__ = ("_gauges", "cells")
+    __slots__ = ("_gauges", "cells", "suppressed_cells")
 
     def __init__(self) -> None:
         #: ``(route, reason, action) -> cell`` (``cell.value`` is the count): for the middleware.
         self.cells: dict[CounterKey, Any] = {}
+        #: ``(route, reason) -> cell``: log lines of refusals suppressed by the rate limiter.
+        self.suppressed_cells: dict[LogKey, Any] = {}
         self._gauges: list[tuple[str, str, Callable[[], float]]] = []
 
     def seed(self, keys: Iterable[CounterKey]) -> None:
@@ -53,12 +60,28 @@ class Counters:
             if key not in self.cells:
                 self.cells[key] = _Counter()
 
+    def cell(self, key: CounterKey) -> Any:
+        """The counter cell of ``key`` (created at zero): ``cell.value`` is the count."""
+        found = self.cells.get(key)
+        if found is None:
+            found = self.cells[key] = _Counter()
+        return found
+
+    def suppressed_cell(self, key: LogKey) -> Any:
+        """The cell counting suppressed log lines of ``(route, reason)`` (created at zero)."""
+        found = self.suppressed_cells.get(key)
+        if found is None:
+            found = self.suppressed_cells[key] = _Counter()
+        return found
+
+    @property
+    def suppressed(self) -> dict[LogKey, int]:
+        """``(route, reason) -> log lines suppressed by the rate limiter``, every key (a copy)."""
+        return {k: c.value for k, c in list(self.suppressed_cells.items())}
+
     def add(self, key: CounterKey) -> None:
         """Count one request under ``key``."""
-        cell = self.cells.get(key)
-        if cell is None:
-            cell = self.cells[key] = _Counter()
-        cell.value += 1
+        self.cell(key).value += 1
 
     @property
     def counts(self) -> dict[CounterKey, int]:
@@ -112,6 +135,14 @@ class Counters:
         for (route, reason, action), v in sorted(self.counts.items()):
             labels = f'route="{_escape(route)}",reason="{_escape(reason)}",action="{_escape(action)}"'
             lines.append(f"{prefix}_requests_total{{{labels}}} {v}")
+        lines.append(
+            f"# HELP {prefix}_log_lines_suppressed_total Refusal log lines withheld by the rate limiter, "
+            "by route and reason."
+        )
+        lines.append(f"# TYPE {prefix}_log_lines_suppressed_total counter")
+        for (route, reason), v in sorted(self.suppressed.items()):
+            labels = f'route="{_escape(route)}",reason="{_escape(reason)}"'
+            lines.append(f"{prefix}_log_lines_suppressed_total{{{labels}}} {v}")
         for gname, help_text, read in self._gauges:
             lines.append(f"# HELP {prefix}_{gname} {help_text}")
             lines.append(f"# TYPE {prefix}_{gname} gauge")

@@ -14,7 +14,6 @@ Every decision carries one reason code from :data:`REASONS`.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,8 +31,11 @@ __all__ = [
     "COUNTRY_NOT_ALLOWED",
     "COUNTRY_UNKNOWN",
     "EDGE_NOT_ALLOWED",
+    "MALFORMED_SCOPE",
     "NO_CLIENT_ADDRESS",
+    "PEER_FORWARDED",
     "PEER_NOT_ALLOWED",
+    "RANGES_STALE",
     "REASONS",
     "SECRET_DUPLICATE",
     "SECRET_INVALID",
@@ -46,11 +48,13 @@ __all__ = [
     "SourceMode",
 ]
 
-logger = logging.getLogger("originshield.policy")
-
 # -- reason codes ------------------------------------------------------------------------------------
 
 ALLOWED: Final = "allowed"
+#: The scope is not what ASGI specifies: ``method``/``path`` not ``str``, ``headers`` not a list or
+#: tuple of ``(bytes, bytes)`` pairs (e.g. a ``None`` value or a ``bytes`` subclass). Only a broken
+#: server or an in-process caller produces one; it is refused rather than guessed at (fail closed).
+MALFORMED_SCOPE: Final = "malformed_scope"
 #: No socket peer in the scope (unix socket, some test servers): nothing to check, fail closed.
 NO_CLIENT_ADDRESS: Final = "no_client_address"
 #: The socket peer is not a plain IP address.
@@ -62,6 +66,10 @@ BAD_PATH: Final = "bad_path"
 SECRET_DUPLICATE: Final = "secret_duplicate"  # noqa: S105 (a reason code, not a secret)
 SECRET_MISSING: Final = "secret_missing"  # noqa: S105
 SECRET_INVALID: Final = "secret_invalid"  # noqa: S105
+#: A ``peer`` policy (health checks) was reached through a trusted proxy by a request carrying
+#: X-Forwarded-For. Real load-balancer health checks carry none (ALB, "Health checks for your target
+#: groups"): such a request is an internet client forwarded to the exempt path by the proxy.
+PEER_FORWARDED: Final = "peer_forwarded"
 #: The peer is a trusted proxy but X-Forwarded-For is missing, shorter than the topology needs, or
 #: holds an unparsable entry among those walked.
 BAD_FORWARDED_CHAIN: Final = "bad_forwarded_chain"
@@ -82,19 +90,21 @@ RANGES_STALE: Final = "ranges_stale"
 #: Every reason code, in the order the checks run (see :class:`Policy`).
 REASONS: Final = (
     ALLOWED,
+    MALFORMED_SCOPE,
     NO_CLIENT_ADDRESS,
     BAD_PATH,
     SECRET_DUPLICATE,
     SECRET_MISSING,
     SECRET_INVALID,
+    RANGES_STALE,
     BAD_CLIENT_ADDRESS,
+    PEER_FORWARDED,
     BAD_FORWARDED_CHAIN,
     PEER_NOT_ALLOWED,
     EDGE_NOT_ALLOWED,
     BAD_VIEWER_ADDRESS,
     COUNTRY_NOT_ALLOWED,
     COUNTRY_UNKNOWN,
-    RANGES_STALE,
 )
 
 # -- the GeoIP seam ----------------------------------------------------------------------------------
@@ -107,7 +117,8 @@ class CountryResolver(Protocol):
     ``packed`` is the 4- or 16-byte form from :func:`originshield.radix.pack_address` (IPv4-mapped
     IPv6 already normalised to 4 bytes). Returns the upper-case code, or ``None`` when the address
     is not in the database or has no country; it raises nothing for an unknown address. It is called
-    off the cache only (results are cached per decision), from the event loop: it must not block on
+    for every decision of a route with country rules (``originshield.geoip`` keeps a per-network-block
+    answer cache), from the event loop: it must not block on
     I/O (a memory-mapped or in-memory reader is fine).
     """
 
@@ -193,11 +204,13 @@ def _selector(value: object, where: str) -> Selector:
 class Policy:
     """Who may reach a route. Immutable; validated in the constructor.
 
-    The checks run in this order, and the first failing one gives the reason code:
-    client address present (``no_client_address``), path without dot segments (``bad_path``),
-    secret header not duplicated (``secret_duplicate``), secret present and valid when
-    ``require_secret`` (``secret_missing`` / ``secret_invalid``), peer parsable
-    (``bad_client_address``), forwarding chain as ``source`` expects (``bad_forwarded_chain``),
+    The checks run in this order, and the first failing one gives the reason code: a well-formed
+    scope (``malformed_scope``), client address present (``no_client_address``), path without dot
+    segments (``bad_path``), secret header not duplicated (``secret_duplicate``), secret present
+    and valid when ``require_secret`` (``secret_missing`` / ``secret_invalid``), AWS data fresh
+    enough (``ranges_stale``), peer parsable (``bad_client_address``), for a ``peer`` policy no
+    X-Forwarded-For through a trusted proxy (``peer_forwarded``), forwarding chain as ``source``
+    expects (``bad_forwarded_chain``),
     checked address in ``selectors`` or ``cidrs`` (``peer_not_allowed`` / ``edge_not_allowed``),
     viewer resolved (``bad_forwarded_chain`` / ``bad_viewer_address``), country rules
     (``country_not_allowed`` / ``country_unknown``).

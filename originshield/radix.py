@@ -95,7 +95,7 @@ class _PyLookup:
 
 
 _Lookup: Callable[[_Node, _Node], _PyLookup]
-#: The C extension module (``_speedups``: this walk, and the middleware's gate), or ``None``.
+#: The C extension module (``_speedups``: this walk, and the middleware's decider), or ``None``.
 SPEEDUPS: Any = None
 try:
     from . import _speedups  # type: ignore[attr-defined,unused-ignore]

@@ -7,11 +7,11 @@ import ipaddress
 import pytest
 
 from originshield.client_ip import (
-    MAX_TRUSTED_HOPS,
+    MAX_ENTRIES,
     TrustedProxies,
-    forwarded_entries,
     parse_forwarded_entry,
     parse_viewer_address,
+    rightmost_entries,
 )
 from originshield.errors import ConfigError, InvalidAddress
 
@@ -121,10 +121,24 @@ def test_trusted_proxies_config_errors(cidrs: object, message: str) -> None:
         TrustedProxies(cidrs)  # type: ignore[arg-type]
 
 
-def test_forwarded_entries_walk_from_the_right_and_bound_the_split() -> None:
-    assert forwarded_entries(b"a, b,c") == [b"c", b" b", b"a"]
+def test_rightmost_entries_walk_from_the_right_without_joining() -> None:
+    assert rightmost_entries([b"a, b,c"]) == [b"c", b" b", b"a"]
+    # Lines are one list, in order (RFC 9110 5.3): as if joined with commas, never joined.
+    assert rightmost_entries([b"a,b", b"", b"c"]) == [b"c", b"", b"b", b"a"]
+    assert rightmost_entries([b"a", b"b,c"], limit=2) == [b"c", b"b"]
     long = b",".join(b"1.1.1.%d" % i for i in range(100))
-    parts = forwarded_entries(long)
-    assert len(parts) == MAX_TRUSTED_HOPS + 3
-    assert parts[0] == b"1.1.1.99"
-    assert b"," in parts[-1]  # the unsplit remainder, never parsed
+    parts = rightmost_entries([long])
+    assert len(parts) == MAX_ENTRIES
+    assert parts[0] == b"1.1.1.99" and parts[-1] == b"1.1.1.90"  # whole entries only
+    many = [b"1.1.1.%d" % (i % 250) for i in range(10_000)]
+    assert rightmost_entries(many) == [many[-1 - i] for i in range(MAX_ENTRIES)]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [[b""], [b","], [b"a,,b"], [b"x", b"y,z", b"", b"w,"], [b",,,,,,,,,,,,,,,,"], [b"a"] * 3],
+)
+def test_rightmost_entries_equal_the_joined_split(lines: list[bytes]) -> None:
+    joined = b",".join(lines).split(b",")[::-1]
+    for limit in range(1, 14):
+        assert rightmost_entries(lines, limit) == joined[:limit]

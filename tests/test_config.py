@@ -354,3 +354,14 @@ def test_a_geoip_file_is_watched_even_with_the_embedded_snapshot() -> None:
     assert len(holder.watchers) == 1
     assert holder.watchers[0] is geoip  # the very database the decisions use
     assert shield._manage  # started on lifespan startup
+
+
+def test_log_rate_limit_keys_and_deprecated_cache_size() -> None:
+    config = parse("log_burst = 2\nlog_interval = 30\ncache_size = 4096\n" + BASE)
+    assert (config.log_burst, config.log_interval) == (2, 30.0)
+    assert any("cache_size: deprecated and ignored" in w for w in config.warnings)
+    shield = config.build(app, environ={"OS_TEST_SECRET": SECRET})
+    assert (shield.log_limiter.burst, shield.log_limiter.interval) == (2, 30.0)
+    assert "log_burst: must be 1 or more" in error_of("log_burst = 0\n" + BASE)
+    assert "log_interval: must be greater than 0" in error_of("log_interval = 0\n" + BASE)
+    assert not any("cache_size" in w for w in parse(BASE).warnings)

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from originshield import AwsIpRanges, Counters, OriginShield, Policy, Route, SecretHeader, load
+from originshield.errors import ConfigError
 from originshield.snapshot import SnapshotHolder
 
 SECRET = "test-origin-secret-0123456789"
@@ -309,11 +310,20 @@ def test_raw_websocket_closed_before_accept_without_denial_extension(ranges: Aws
     assert ok == [{"type": "websocket.accept"}]
 
 
-def test_other_scope_types_pass_through(ranges: AwsIpRanges) -> None:
+def test_other_scope_types_are_not_passed_unless_listed(ranges: AwsIpRanges, caplog: pytest.LogCaptureFixture) -> None:
+    """Fail closed: a scope type we cannot decide never reaches the app undecided (logged once)."""
     app = Recorder()
     shield = OriginShield(app, ranges=ranges, secret=secret())
-    run(shield, {"type": "custom.thing"})
+    with caplog.at_level(logging.WARNING, logger="originshield"):
+        assert run(shield, {"type": "custom.thing"}) == []
+        assert run(shield, {"type": "custom.thing"}) == []
+    assert app.scopes == []
+    assert caplog.text.count("'custom.thing' not passed to the app") == 1
+    opted = OriginShield(app, ranges=ranges, secret=secret(), pass_scope_types=["custom.thing"])
+    run(opted, {"type": "custom.thing"})
     assert app.scopes == [{"type": "custom.thing"}]
+    with pytest.raises(ConfigError, match="pass_scope_types"):
+        OriginShield(app, ranges=ranges, secret=secret(), pass_scope_types=["http"])
 
 
 # -- report-only, counters, status -------------------------------------------------------------------------
@@ -350,16 +360,16 @@ def test_counters_and_prometheus(ranges: AwsIpRanges) -> None:
     text = counters.prometheus_text()
     assert 'originshield_requests_total{route="default",reason="allowed",action="allowed"} 3' in text
     assert f"originshield_ranges_sync_token {ranges.sync_token}" in text
-    assert "originshield_decision_cache_entries 2" in text  # GOOD once, /health once
+    assert "decision_cache" not in text  # there is no decision cache
 
 
-def test_cache_is_per_generation(ranges: AwsIpRanges) -> None:
-    """A cached "allowed" must not survive a snapshot that drops the prefix."""
+def test_new_snapshot_applies_to_the_next_request(ranges: AwsIpRanges) -> None:
+    """An "allowed" must not survive a snapshot that drops the prefix."""
     app = Recorder()
     holder = SnapshotHolder(ranges, "file")
     shield = OriginShield(app, ranges=holder, secret=secret())
     assert status(run(shield, scope_of(list(GOOD)))) == 200
-    assert status(run(shield, scope_of(list(GOOD)))) == 200  # from the cache
+    assert status(run(shield, scope_of(list(GOOD)))) == 200
     kept = tuple(r for r in ranges.records if not str(r.prefix).startswith("130.176."))
     smaller = AwsIpRanges(ranges.sync_token + 1, ranges.create_date, kept, source="test")
     holder.publish(smaller, "network")
@@ -367,22 +377,16 @@ def test_cache_is_per_generation(ranges: AwsIpRanges) -> None:
     assert shield.engine.generation == 2
 
 
-def test_clear_cache_after_geoip_reload(ranges: AwsIpRanges) -> None:
+def test_geoip_reload_applies_to_the_next_request(ranges: AwsIpRanges) -> None:
     class Switchable:
         def __init__(self) -> None:
             self.code: str | None = "GB"
-            self.listeners: list[Any] = []
 
         def country(self, packed: bytes) -> str | None:
             return self.code
 
-        def subscribe(self, callback: Any) -> None:
-            self.listeners.append(callback)
-
         def reload(self, code: str) -> None:
             self.code = code
-            for callback in self.listeners:
-                callback()
 
     geo = Switchable()
     app = Recorder()
@@ -500,3 +504,8 @@ def test_refusal_headers_survive_outer_middleware_editing_in_place(ranges: AwsIp
         sent.clear()
         asyncio.run(outer(scope_of([], peer=ATTACKER), receive, send))
         assert [k for k, _ in sent[0]["headers"]].count(b"x-outer") == 1
+
+
+def test_cache_size_is_deprecated_and_ignored(ranges: AwsIpRanges) -> None:
+    with pytest.warns(DeprecationWarning, match="no decision cache"):
+        OriginShield(Recorder(), ranges=ranges, secret=secret(), cache_size=4096)
