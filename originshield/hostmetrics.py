@@ -123,7 +123,6 @@ class WorkerFigures:
         status = holder.status() if callable(getattr(holder, "status", None)) else None
         # This process's failures by kind: each worker reports its own, and the scrape sums them.
         failures = status.failures_by_kind if status is not None else {}
-        suppressed = getattr(shield, "suppressed_log_lines", 0)  # the refusal-log rate limiter's count
         return cls(
             pid=pid,
             token=token,
@@ -131,7 +130,7 @@ class WorkerFigures:
             host=HOST,
             requests=shield.counters.snapshot(),
             refresh_failures=dict(failures),
-            log_lines_suppressed=int(suppressed() if callable(suppressed) else suppressed),
+            log_lines_suppressed=sum(shield.counters.suppressed.values()),
             age_seconds=round(snap.ranges.age().total_seconds(), 3),
             stale=int(bool(status.stale if status is not None else getattr(holder, "stale", False))),
             held_back=len(getattr(snap, "held_back", ())),

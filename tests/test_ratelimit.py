@@ -81,9 +81,7 @@ def test_summary_lines(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="t"):
         limiter.flush(logging.getLogger("t"), logging.INFO)
         limiter.flush(logging.getLogger("t"), logging.INFO)  # nothing pending: no line
-    assert caplog.messages == [
-        'log_suppressed route="GET /api" reason=secret_missing suppressed=4 interval=60s'
-    ]
+    assert caplog.messages == ['log_suppressed route="GET /api" reason=secret_missing suppressed=4 interval=60s']
     assert "originshield_log_lines_suppressed_total" in counters.prometheus_text()
     assert (
         'originshield_log_lines_suppressed_total{route="GET /api",reason="secret_missing"} 4'

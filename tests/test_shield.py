@@ -155,9 +155,7 @@ def test_call_logs_refusals_exactly_and_rate_limited(ranges: AwsIpRanges, caplog
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="originshield"):
         mw.flush_log_summaries()
-    assert caplog.messages == [
-        "log_suppressed route=default reason=edge_not_allowed suppressed=3 interval=3600s"
-    ]
+    assert caplog.messages == ["log_suppressed route=default reason=edge_not_allowed suppressed=3 interval=3600s"]
 
 
 def test_call_report_only_lets_refusals_through(ranges: AwsIpRanges) -> None:
