@@ -58,6 +58,7 @@ def t2(ranges: AwsIpRanges, **options: Any) -> OriginShield:
         ok_app,
         ranges=ranges,
         secret=secret(),
+        detect_proxy_rewrite=False,  # the probe would send the first requests to the Python path
         trusted_proxies=[VPC, "127.0.0.1/32"],
         routes=[
             Route("/health", Policy.health_check([VPC])),
@@ -186,13 +187,23 @@ class StartableHolder(SnapshotHolder):
 
 def test_call_starts_the_refresher_lazily(ranges: AwsIpRanges) -> None:
     holder = StartableHolder(ranges)
-    mw = OriginShield(ok_app, ranges=holder, secret=secret(), trusted_proxies=[VPC])
+    mw = OriginShield(ok_app, ranges=holder, secret=secret(), trusted_proxies=[VPC], detect_proxy_rewrite=False)
     assert mw._fast is None
     run_request(mw, scope(headers=chain(), client=(ALB, 1)))
     assert holder.started == 1
     assert mw._fast is mw.engine.native
     run_request(mw, scope(headers=chain(), client=(ALB, 1)))
     assert holder.started == 1 and mw.counters.allowed() == 2
+
+
+def test_the_rewrite_probe_hands_the_requests_to_c_after_its_first_ones(ranges: AwsIpRanges) -> None:
+    mw = OriginShield(ok_app, ranges=ranges, secret=secret(), trusted_proxies=[VPC])  # probe on by default
+    for n in range(16):
+        assert mw._fast is None, n  # the probe watches these in Python
+        run_request(mw, scope(headers=chain(), client=(ALB, 1)))
+    assert mw._fast is mw.engine.native
+    run_request(mw, scope(headers=chain(), client=(ALB, 1)))
+    assert mw.counters.allowed() == 17
 
 
 def test_servers_see_an_asgi3_app(ranges: AwsIpRanges) -> None:
