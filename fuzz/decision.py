@@ -1,0 +1,133 @@
+"""Differential fuzzer: the C decision against the Python reference, over every topology.
+
+Run: ``python -m fuzz decision [libFuzzer flags] [corpus dirs]`` (see README, "Testing and CI").
+
+The first input byte picks the topology (:data:`fuzz.adapter.TOPOLOGIES`) and the mode:
+
+- well-formed (most inputs): an ASGI scope with attacker-chosen content (:mod:`fuzz.scopes`). Both
+  sides must return the same reason code and neither may raise.
+- odd types (1 in 8): the same scope with a header item, value, peer or path of the wrong type, as
+  a buggy server or an outer middleware could pass. Each side returns a reason or refuses with a
+  ``KeyError``/``TypeError``/``ValueError``/``AttributeError``; the two must agree. Nothing else
+  may escape.
+- meddling (1 in 16): a header value whose ``__eq__`` empties the scope's header list when called,
+  as a decision cache's key comparison would call it. The scope changes under the C side, so only
+  safety is checked (no crash, no sanitizer report, a known reason or a refusal); the sanitizer
+  build is what finds a use after free here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from originshield import load
+from originshield.policy import REASONS
+
+from fuzz import adapter
+from fuzz._input import Input, Mismatch
+from fuzz.scopes import Pools, scope_from
+
+__all__ = ["one_input"]
+
+# What a malformed scope may raise on either side (a server then answers 500; nothing is admitted).
+_REFUSALS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+_ERROR = "<refused the scope>"
+_KNOWN = frozenset(REASONS) | {_ERROR}
+
+_state: tuple[list[tuple[str, Any]], Pools] | None = None
+
+
+def _setup() -> tuple[list[tuple[str, Any]], Pools]:
+    global _state  # noqa: PLW0603 (built once per process: compiling the engines takes seconds)
+    if _state is None:
+        ranges = load()
+        _state = (adapter.subjects(ranges), Pools(ranges))
+    return _state
+
+
+class _Meddler(bytes):
+    """Equal to its bytes, but comparing it empties the header list it was put in (once)."""
+
+    target: list[Any] | None = None
+
+    def __eq__(self, other: object) -> bool:
+        target, self.target = self.target, None
+        if target is not None:
+            target.clear()  # may drop the last reference to other header values
+        return bytes.__eq__(self, other)  # type: ignore[no-any-return]
+
+    __hash__ = bytes.__hash__
+
+
+def _odd(inp: Input, scope: dict[str, Any]) -> None:
+    """Give one part of the scope a type ASGI does not allow."""
+    headers = list(scope["headers"])
+    roll = inp.below(8)
+    if roll == 0 and headers:
+        headers[inp.below(len(headers))] = inp.pick([(b"host",), [b"host", b"x"], (b"a", b"b", b"c"), b"ab", None])
+    elif roll == 1 and headers:
+        name, _ = headers[inp.below(len(headers))]
+        headers.insert(inp.below(len(headers) + 1), (name, inp.pick([None, "text", 17, bytearray(b"1.2.3.4")])))
+    elif roll == 2:  # the issue #12 finding: a viewer header whose first value is None
+        headers[:0] = [(b"cloudfront-viewer-country", None), (b"cloudfront-viewer-country", b"FR")]
+    elif roll == 3:
+        headers.append((inp.pick(["x-forwarded-for", None, 7]), b"203.0.113.7"))
+    elif roll == 4:
+        scope["client"] = inp.pick([(b"127.0.0.1", 1), (None, 1), (), ("10.0.3.17",), 17, "10.0.3.17"])
+    elif roll == 5:
+        scope["path"] = inp.pick([None, b"/health", 17])
+    elif roll == 6 and scope["type"] == "http":
+        scope["method"] = inp.pick([None, b"GET", 17])
+    else:
+        del scope[inp.pick(["headers", "path", "client"])]
+        return
+    scope["headers"] = headers
+
+
+def _meddle(inp: Input, scope: dict[str, Any]) -> list[Any]:
+    """Put a meddling value in the scope; returns the list it empties."""
+    headers: list[Any] = list(scope["headers"])
+    # Fresh objects (not interned constants): the list holds their only reference.
+    cva = bytes(b"203.0.113.7:443" + b"")
+    headers[:0] = [
+        (b"x-forwarded-for", _Meddler(b"203.0.113.7, " + adapter.SECRET)),
+        (b"cloudfront-viewer-address", bytearray(cva).decode().encode()),
+        (b"cloudfront-viewer-country", b"U" + inp.pick([b"S", b"K"])),
+    ]
+    scope["headers"] = headers
+    return headers
+
+
+def _outcome(fn: Callable[[Any, Any], str], subject: Any, scope: dict[str, Any]) -> str:
+    try:
+        return fn(subject, scope)
+    except _REFUSALS:
+        return _ERROR
+
+
+def one_input(data: bytes) -> None:
+    subjects, pools = _setup()
+    inp = Input(data)
+    head = inp.byte()
+    name, subject = subjects[head % len(subjects)]
+    mode = head // len(subjects) % 16  # 0-1: odd types, 2: meddling, else well-formed
+    scope = scope_from(inp, pools, pools.peers[name[0]])
+    if mode == 2:
+        target = _meddle(inp, scope)
+        py = _outcome(adapter.py_reason, subject, scope)
+        for item in target:
+            if isinstance(item[1], _Meddler):
+                item[1].target = target
+        got = _outcome(adapter.c_reason, subject, scope)
+        if got not in _KNOWN or py not in _KNOWN:
+            kind = f"{name}, meddling: C {got}, Python {py}"
+            raise Mismatch(f"{kind} for {scope!r}", kind)
+        return
+    if mode < 2:
+        _odd(inp, scope)
+    py = _outcome(adapter.py_reason, subject, scope)
+    got = _outcome(adapter.c_reason, subject, scope)
+    if got != py or py not in _KNOWN or (mode >= 2 and py == _ERROR):
+        kind = f"{name}, {'odd types' if mode < 2 else 'well-formed'}: C {got}, Python {py}"
+        raise Mismatch(f"{kind} for {scope!r}", kind)
