@@ -8,13 +8,11 @@ ports, leading zeros, zone ids); the fuzzer combines them, mangles them, or writ
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
-
-from originshield.aws import AwsIpRanges
 
 from fuzz._input import Input
 from fuzz.adapter import OLD_SECRET, SECRET, SECRET_HEADER
+from originshield.aws import AwsIpRanges
 
 __all__ = ["Pools", "scope_from"]
 
@@ -93,7 +91,7 @@ class Pools:
             "203.0.113.7",  # a viewer
             "2001:db8::7",
             "::1",
-            "0.0.0.0",
+            "0.0.0.0",  # noqa: S104 (a value to parse, not to bind)
             "255.255.255.255",
             f"::ffff:{edges[0]}",  # IPv4-mapped spelling of an edge
             "::ffff:10.0.3.17",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fuzz import address, decision
+from fuzz import adapter, address, decision
 from fuzz.__main__ import replay
 from fuzz._input import Input, Mismatch
 from fuzz.scopes import Pools, scope_from
@@ -25,15 +25,14 @@ def test_the_corpus_replays_without_a_mismatch(target: str) -> None:
     assert replay(one_input, [str(CORPUS / target)]) >= 20  # a real corpus, not a placeholder
 
 
-def test_a_mismatch_is_reported() -> None:
-    # The harness must be able to fail: an address the C parser and the reference disagree on.
-    real = address.adapter.py_parse_forwarded
-    address.adapter.py_parse_forwarded = lambda raw: b"\0\0\0\0"  # type: ignore[assignment]
-    try:
-        with pytest.raises(Mismatch, match="parse_forwarded_entry"):
-            address.one_input(b"1.2.3.4")
-    finally:
-        address.adapter.py_parse_forwarded = real
+def test_a_mismatch_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The harnesses must be able to fail: a parser, then a decision, that disagrees with the reference.
+    monkeypatch.setattr(adapter, "py_parse_forwarded", lambda raw: b"\0\0\0\0")
+    with pytest.raises(Mismatch, match="parse_forwarded_entry"):
+        address.one_input(b"1.2.3.4")
+    monkeypatch.setattr(adapter, "py_reason", lambda subject, scope: "country_not_allowed")
+    with pytest.raises(Mismatch, match="1-cloudfront-app, well-formed: C allowed, Python country_not_allowed"):
+        decision.one_input(b"")  # topology 1, an ordinary CloudFront request
 
 
 def test_short_inputs_are_ordinary_requests() -> None:

@@ -29,9 +29,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fuzz import adapter  # noqa: E402 (after the path set-up: run as a script from anywhere)
-from originshield import load  # noqa: E402
-from originshield.radix import ACCELERATED  # noqa: E402
+from fuzz import adapter
+from originshield import load
+from originshield.radix import ACCELERATED
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -44,7 +44,6 @@ def rss_kb() -> int:
 class _Drop(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.format(record)  # the cost and the allocations of a real handler, without the output
-
 
 
 async def _receive() -> dict[str, Any]:
@@ -146,7 +145,7 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
     gc.collect()
     after = rss_kb()
-    counts = {}
+    counts: dict[str, int] = {}
     for mw in subjects:
         for reason, n in mw.counters.rejected().items():
             counts[reason] = counts.get(reason, 0) + n

@@ -88,7 +88,7 @@ run_fuzz() {
             "$PYTHON" -m fuzz "$target" -max_total_time=$((seconds / 2)) -timeout=20 -rss_limit_mb=4096 \
             -print_final_stats=1 -artifact_prefix="$root/build/fuzz-$target-" "$scratch" "fuzz/corpus/$target" \
             >"$root/build/fuzz-$target.log" 2>&1) || status=$?
-        grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|FINDING|ERROR|SUMMARY)|Mismatch" \
+        grep -E "DONE|stat::number_of_executed_units|FINDING|ERROR|SUMMARY|Mismatch" \
             "$root/build/fuzz-$target.log" | cut -c1-600 || true
         rm -rf "$scratch"
         if [ "$status" -ne 0 ]; then

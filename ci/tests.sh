@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The test legs of CI (README.md's test command; .ci/run adds ruff and mypy after it). From a fresh
+# clone it creates one virtualenv per interpreter and installs the project with its test extra.
+#
+#   3.11         full suite, the C extension required (a failed build fails the run)
+#   pure-python  full suite with ORIGINSHIELD_NO_SPEEDUPS=1: the product without its C extension
+#   3.12, 3.13   full suite, the C extension required
+#   sanitizers   tools/sanitize.sh: gcc ASan+UBSan build, the C-facing tests under it; clang build
+#                with libFuzzer coverage, both differential fuzzers for FUZZ_SECONDS (default 60) in all
+#
+# Every leg must pass (any non-zero exit, pytest's 5 for "no tests collected" included, stops the run).
+# CI_LEGS="3.11 pure-python" runs a subset (a developer's quick check); the default is all of them.
+# Times of each leg are printed at the end (the budget: the whole of .ci/run under 15 minutes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+LEGS=${CI_LEGS:-3.11 pure-python 3.12 3.13 sanitizers}
+# Two workers: the suite is mostly CPU (parsing, worker processes), and these machines have 2 cores.
+PYTEST=(-m pytest -q -p no:cacheprovider -n "${CI_WORKERS:-2}")
+mkdir -p build/ci
+report=()
+
+# find_python 3.12: that interpreter from PATH, or from pyenv's versions.
+find_python() {
+    local v=$1 p
+    for p in "$(command -v "python$v" || true)" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/"python$v"; do
+        if [ -n "$p" ] && [ -x "$p" ]; then
+            echo "$p"
+            return 0
+        fi
+    done
+    echo "ci: python$v not found (PATH, pyenv); every supported version is tested" >&2
+    return 1
+}
+
+# venv 3.12 DIR: create DIR with that interpreter and install the project (editable: the extension
+# is built in place for that interpreter, next to the others) with its test extra.
+venv() {
+    local v=$1 dir=$2
+    [ -x "$dir/bin/python" ] || "$(find_python "$v")" -m venv "$dir"
+    "$dir/bin/pip" install -q -e '.[test]'
+}
+
+# leg NAME COMMAND...: run, time and record one leg; a failure stops CI with that leg's status.
+leg() {
+    local name=$1 start=$SECONDS status=0
+    shift
+    echo "ci: ---- $name"
+    "$@" || status=$?
+    report+=("$(printf '%-12s %4d s  %s' "$name" $((SECONDS - start)) "$([ $status -eq 0 ] && echo ok || echo "FAILED ($status)")")")
+    if [ $status -ne 0 ]; then
+        printf 'ci: %s\n' "${report[@]}" >&2
+        exit "$status"
+    fi
+}
+
+suite() { # suite VENV [env arguments...]: the whole suite with that venv's interpreter
+    local dir=$1
+    shift
+    env "$@" "$dir/bin/python" "${PYTEST[@]}"
+}
+
+installed() { wait "$installing" || { cat build/ci/install-others.log; return 1; }; }
+
+wants() { [[ " $LEGS " == *" $1 "* ]]; }
+
+total=$SECONDS
+leg install-3.11 venv 3.11 .venv
+# The other interpreters install in the background while the 3.11 legs run (pip is mostly waiting).
+others=()
+for v in 3.12 3.13; do wants "$v" && others+=("$v"); done
+if [ ${#others[@]} -gt 0 ]; then
+    (for v in "${others[@]}"; do venv "$v" ".venv-$v" || exit 1; done) >build/ci/install-others.log 2>&1 &
+    installing=$!
+fi
+if wants 3.11; then
+    leg 3.11 suite .venv ORIGINSHIELD_REQUIRE_SPEEDUPS=1
+fi
+if wants pure-python; then
+    leg pure-python suite .venv -u ORIGINSHIELD_REQUIRE_SPEEDUPS ORIGINSHIELD_NO_SPEEDUPS=1
+fi
+if [ ${#others[@]} -gt 0 ]; then
+    leg install-more installed
+    for v in "${others[@]}"; do
+        leg "$v" suite ".venv-$v" ORIGINSHIELD_REQUIRE_SPEEDUPS=1
+    done
+fi
+if wants sanitizers; then
+    leg sanitizers env PYTHON=.venv/bin/python tools/sanitize.sh all "${FUZZ_SECONDS:-60}"
+fi
+report+=("$(printf '%-12s %4d s' total $((SECONDS - total)))")
+printf 'ci: %s\n' "${report[@]}"
