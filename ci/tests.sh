@@ -41,13 +41,19 @@ venv() {
     "$dir/bin/pip" install -q -e '.[test]'
 }
 
+# CPU seconds used so far by finished child processes (user + system), from bash's `times`.
+cpu() { times | tail -1 | awk '{ split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.0f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }'; }
+
 # leg NAME COMMAND...: run, time and record one leg; a failure stops CI with that leg's status.
+# Wall clock and CPU are both shown: on a shared machine the wall clock says little on its own.
 leg() {
-    local name=$1 start=$SECONDS status=0
+    local name=$1 start=$SECONDS cpu0 status=0
+    cpu0=$(cpu)
     shift
     echo "ci: ---- $name"
     "$@" || status=$?
-    report+=("$(printf '%-12s %4d s  %s' "$name" $((SECONDS - start)) "$([ $status -eq 0 ] && echo ok || echo "FAILED ($status)")")")
+    report+=("$(printf '%-12s %4d s wall %5d s CPU  %s' "$name" $((SECONDS - start)) $(($(cpu) - cpu0)) \
+        "$([ $status -eq 0 ] && echo ok || echo "FAILED ($status)")")")
     if [ $status -ne 0 ]; then
         printf 'ci: %s\n' "${report[@]}" >&2
         exit "$status"
