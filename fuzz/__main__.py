@@ -17,6 +17,7 @@ import collections
 import hashlib
 import importlib
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -76,7 +77,10 @@ def main(argv: list[str]) -> None:
     findings = os.environ.get("FUZZ_FINDINGS")
     if findings:
         one_input = keep_going(one_input, findings)
-    atheris.Setup([argv[0], *rest], one_input)
+    # libFuzzer re-runs argv[0] through the shell for -merge, -fork and -jobs: give it the command
+    # that starts this target again (a path to __main__.py is not executable by itself).
+    again = f"{shlex.quote(sys.executable)} -m fuzz {target}"
+    atheris.Setup([again, *rest], one_input)
     atheris.Fuzz()
 
 
