@@ -26,6 +26,7 @@ from originshield.radix import SPEEDUPS
 __all__ = [
     "C_FORWARDED_PARSER",
     "HAVE_C",
+    "ODD_TYPES_AGREE",
     "SECRET",
     "SECRET_HEADER",
     "TOPOLOGIES",
@@ -181,6 +182,14 @@ def py_parse_forwarded(raw: bytes) -> bytes | None:
     except InvalidAddress:
         return None
 
+
+#: Whether the two sides must also agree on scopes with header values of the wrong type (None,
+#: bytearray, str): today they do not, through the request-keyed cache that issue #12 removes (a
+#: bytearray X-Forwarded-For line makes the cache key unhashable: the cached path raises TypeError
+#: where the reference decides; a None first CloudFront-Viewer-Country value: the gate answers
+#: ``allowed`` where the reference says ``country_not_allowed``, #12's second finding). Until then
+#: that mode checks safety only (no crash, no unexpected exception). After #12: True.
+ODD_TYPES_AGREE = False
 
 #: The C X-Forwarded-For entry parser, ``bytes -> packed | None``; today there is none (the walk is
 #: Python). After #12 point this at the C entry parser so fuzz.address compares it too.

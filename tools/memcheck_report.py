@@ -36,7 +36,11 @@ def main(path: str) -> int:
     summary = re.findall(r"(definitely lost: .*|ERROR SUMMARY: .*)", text)
     for line in summary:
         print(f"memcheck: {line}")
-    print(f"memcheck: {len(found)} error/leak records, {len(ours)} through {_OURS}")
+    kinds: dict[str, int] = {}
+    for b in found:
+        kind = b.splitlines()[0].split(" at ")[0].split(" of size")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    print(f"memcheck: {len(found)} error/leak records ({kinds}), {len(ours)} through {_OURS}")
     for b in ours:
         print(b, end="\n\n")
     return 1 if ours else 0
