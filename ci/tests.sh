@@ -33,12 +33,20 @@ find_python() {
     return 1
 }
 
-# venv 3.12 DIR: create DIR with that interpreter and install the project (editable: the extension
-# is built in place for that interpreter, next to the others) with its test extra.
-venv() {
-    local v=$1 dir=$2
-    [ -x "$dir/bin/python" ] || "$(find_python "$v")" -m venv "$dir"
-    "$dir/bin/pip" install -q -e '.[test]'
+# The index answers each package lookup in a second or more, so installs are mostly waiting: the
+# dependencies of all three virtualenvs install at once, then the project itself (its C extension
+# built for each interpreter, in place) one at a time; 3.12 and 3.13 finish behind the 3.11 legs.
+requirements() { # the project's dependencies and its test extra, from pyproject.toml
+    "$(find_python 3.11)" - <<'PY' >build/ci/requirements.txt
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print("\n".join(project["dependencies"] + project["optional-dependencies"]["test"]))
+PY
+}
+
+deps() { # deps VERSION DIR: create DIR with that interpreter and install the requirements into it
+    [ -x "$2/bin/python" ] || "$(find_python "$1")" -m venv "$2"
+    "$2/bin/pip" install -q -r build/ci/requirements.txt
 }
 
 # CPU seconds used so far by finished child processes (user + system), from bash's `times`.
@@ -66,31 +74,38 @@ suite() { # suite VENV [env arguments...]: the whole suite with that venv's inte
     env "$@" "$dir/bin/python" "${PYTEST[@]}"
 }
 
-installed() { wait "$installing" || { cat build/ci/install-others.log; return 1; }; }
-
 wants() { [[ " $LEGS " == *" $1 "* ]]; }
 
 total=$SECONDS
-leg install-3.11 venv 3.11 .venv
-# The other interpreters install in the background while the 3.11 legs run (pip is mostly waiting).
-others=()
-for v in 3.12 3.13; do wants "$v" && others+=("$v"); done
-if [ ${#others[@]} -gt 0 ]; then
-    (for v in "${others[@]}"; do venv "$v" ".venv-$v" || exit 1; done) >build/ci/install-others.log 2>&1 &
-    installing=$!
-fi
+requirements
+versions=(3.11)
+for v in 3.12 3.13; do wants "$v" && versions+=("$v"); done
+declare -A installing
+for v in "${versions[@]}"; do
+    dir=.venv-$v
+    [ "$v" = 3.11 ] && dir=.venv
+    # One project build at a time (flock): editable builds write next to each other in the tree.
+    (deps "$v" "$dir" && flock build/ci/project.lock "$dir/bin/pip" install -q --no-deps -e .) \
+        >"build/ci/install-$v.log" 2>&1 &
+    installing[$v]=$!
+done
+installed() { # installed VERSION...: wait for those installs; show the log of one that failed
+    local v
+    for v in "$@"; do
+        wait "${installing[$v]}" || { cat "build/ci/install-$v.log"; return 1; }
+    done
+}
+leg install-3.11 installed 3.11
 if wants 3.11; then
     leg 3.11 suite .venv ORIGINSHIELD_REQUIRE_SPEEDUPS=1
 fi
 if wants pure-python; then
     leg pure-python suite .venv -u ORIGINSHIELD_REQUIRE_SPEEDUPS ORIGINSHIELD_NO_SPEEDUPS=1
 fi
-if [ ${#others[@]} -gt 0 ]; then
-    leg install-more installed
-    for v in "${others[@]}"; do
-        leg "$v" suite ".venv-$v" ORIGINSHIELD_REQUIRE_SPEEDUPS=1
-    done
-fi
+[ ${#versions[@]} -eq 1 ] || leg install-more installed "${versions[@]:1}"
+for v in "${versions[@]:1}"; do
+    leg "$v" suite ".venv-$v" ORIGINSHIELD_REQUIRE_SPEEDUPS=1
+done
 if wants sanitizers; then
     leg sanitizers env PYTHON=.venv/bin/python tools/sanitize.sh all "${FUZZ_SECONDS:-60}"
 fi
