@@ -20,11 +20,13 @@ PYTEST=(-m pytest -q -p no:cacheprovider -n "${CI_WORKERS:-2}")
 mkdir -p build/ci
 report=()
 
-# find_python 3.12: that interpreter from PATH, or from pyenv's versions.
+# find_python 3.12: that interpreter from PATH, or from pyenv's versions (a pyenv shim for a version
+# that is not selected exists but does not run: each candidate must answer with the right version).
 find_python() {
     local v=$1 p
     for p in "$(command -v "python$v" || true)" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/"python$v"; do
-        if [ -n "$p" ] && [ -x "$p" ]; then
+        if [ -n "$p" ] && [ -x "$p" ] &&
+            "$p" -c "import sys; sys.exit(f'{sys.version_info[0]}.{sys.version_info[1]}' != '$v')" 2>/dev/null; then
             echo "$p"
             return 0
         fi
@@ -33,20 +35,35 @@ find_python() {
     return 1
 }
 
-# The index answers each package lookup in a second or more, so installs are mostly waiting: the
-# dependencies of all three virtualenvs install at once, then the project itself (its C extension
-# built for each interpreter, in place) one at a time; 3.12 and 3.13 finish behind the 3.11 legs.
+# The package index answers pip's lookups one by one, a second or more each: pip took over five
+# minutes for one virtualenv here. uv (from PyPI, into .venv) resolves and downloads in parallel
+# (20 s for the same set); pip stays the fallback. The dependencies of the three virtualenvs
+# install at once, then the project itself (its C extension built in place for each interpreter)
+# one at a time; 3.12 and 3.13 finish behind the 3.11 legs.
 requirements() { # the project's dependencies and its test extra, from pyproject.toml
-    "$(find_python 3.11)" - <<'PY' >build/ci/requirements.txt
+    "$1" - <<'PY' >build/ci/requirements.txt
 import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 print("\n".join(project["dependencies"] + project["optional-dependencies"]["test"]))
 PY
 }
 
-deps() { # deps VERSION DIR: create DIR with that interpreter and install the requirements into it
-    [ -x "$2/bin/python" ] || "$(find_python "$1")" -m venv "$2"
-    "$2/bin/pip" install -q -r build/ci/requirements.txt
+install() { # install DIR ARGS...: pip install ARGS into DIR's interpreter, through uv when there is one
+    local dir=$1
+    shift
+    if [ -x .venv/bin/uv ]; then
+        .venv/bin/uv pip install --python "$dir/bin/python" -q "$@"
+    else
+        "$dir/bin/pip" install -q "$@"
+    fi
+}
+
+bootstrap() { # .venv (3.11), uv in it, the requirements list
+    local py
+    py=$(find_python 3.11)
+    [ -x .venv/bin/python ] || "$py" -m venv .venv
+    .venv/bin/pip install -q uv >build/ci/uv.log 2>&1 || echo "ci: uv did not install; pip it is" >&2
+    requirements "$py"
 }
 
 # CPU seconds used so far by finished child processes (user + system), from bash's `times`.
@@ -77,7 +94,7 @@ suite() { # suite VENV [env arguments...]: the whole suite with that venv's inte
 wants() { [[ " $LEGS " == *" $1 "* ]]; }
 
 total=$SECONDS
-requirements
+leg bootstrap bootstrap
 versions=(3.11)
 for v in 3.12 3.13; do wants "$v" && versions+=("$v"); done
 declare -A installing
@@ -85,8 +102,11 @@ for v in "${versions[@]}"; do
     dir=.venv-$v
     [ "$v" = 3.11 ] && dir=.venv
     # One project build at a time (flock): editable builds write next to each other in the tree.
-    (deps "$v" "$dir" && flock build/ci/project.lock "$dir/bin/pip" install -q --no-deps -e .) \
-        >"build/ci/install-$v.log" 2>&1 &
+    (
+        [ -x "$dir/bin/python" ] || "$(find_python "$v")" -m venv "$dir"
+        install "$dir" -r build/ci/requirements.txt
+        { flock 9 && install "$dir" --no-deps -e .; } 9>build/ci/project.lock
+    ) >"build/ci/install-$v.log" 2>&1 &
     installing[$v]=$!
 done
 installed() { # installed VERSION...: wait for those installs; show the log of one that failed

@@ -68,7 +68,11 @@ need_clang() {
         echo "sanitize: installing clang and libclang-rt-14-dev"
         apt-get install -y -qq clang libclang-rt-14-dev >/dev/null
     fi
-    "$PYTHON" -c "import atheris" 2>/dev/null || "$PYTHON" -m pip install -q atheris
+    if ! "$PYTHON" -c "import atheris" 2>/dev/null; then
+        local uv
+        uv=$(dirname "$PYTHON")/uv # ci/tests.sh installs uv next to the interpreter: much faster
+        if [ -x "$uv" ]; then "$uv" pip install --python "$PYTHON" -q atheris; else "$PYTHON" -m pip install -q atheris; fi
+    fi
 }
 
 run_fuzz() {
