@@ -6,13 +6,12 @@ edges only when built with clang ``-fsanitize=fuzzer-no-link`` (``tools/sanitize
 ``--replay`` runs files (or every file of directories) through the target once, without atheris.
 
 With ``FUZZ_FINDINGS=DIR`` a mismatch does not stop the run: the first input of each kind of
-finding is written to DIR, every one is counted, and the counts are printed at exit (a long run
-on code with a known fault still measures everything else). Without it the first one stops it.
+finding is written to DIR, every one is counted in DIR/counts (a long run on code with a known
+fault still measures everything else). Without it the first one stops the run.
 """
 
 from __future__ import annotations
 
-import atexit
 import collections
 import hashlib
 import importlib
@@ -56,12 +55,10 @@ def keep_going(one_input: Callable[[bytes], None], directory: str) -> Callable[[
                 (out / name).write_bytes(data)
                 (out / (name + ".txt")).write_text(f"{finding}\n")
                 print(f"\nFINDING {name}: {str(finding)[:2000]}", file=sys.stderr, flush=True)
+            # libFuzzer ends the process without running atexit handlers: the counts so far, now.
+            report = "".join(f"{n:8d}  {kind}\n" for kind, n in counts.most_common())
+            (out / "counts").write_text(report)
 
-    def report() -> None:
-        for kind, n in counts.most_common():
-            print(f"FINDINGS {n:8d}  {kind}", file=sys.stderr, flush=True)
-
-    atexit.register(report)
     return run
 
 

@@ -1,15 +1,21 @@
-"""How each implementation is asked for an answer: the only module of fuzz/ that knows today's API.
+"""How each implementation is asked for an answer: the only module of fuzz/ that knows the API.
 
 The fuzzers compare *reason codes* (``"allowed"``, ``"edge_not_allowed"``, ...), the contract both
-implementations share. Today (before issue #12) the C side is the decision-cache gate
-(``Engine.gate``, ``_speedups.Gate``): it answers what the cheap half of the decision settles, or a
-cache hit, and defers the rest to ``Engine.decide``, exactly as ``OriginShield.__call__`` does. The
-Python reference is ``Engine.decide`` without the cache. After #12 the C side computes the whole
-decision: swap the bodies of :func:`c_reason` / :func:`py_reason` (see the block at the end), the
-harnesses stay as they are.
+implementations share. Two generations of the API are served, chosen at import by what the engine
+offers (:data:`WHOLE_DECISION`):
 
-Both sides parse addresses with the C ``pack`` today, so a parser bug would be invisible to the
-decision comparison: :mod:`fuzz.address` checks the parser on its own against ``inet_pton``.
+- before issue #12 (the decision-cache gate): the C side is ``Engine.gate`` (``_speedups.Gate``),
+  which answers what the cheap half of the decision settles or a cache hit and defers the rest to
+  ``Engine.decide``, exactly as ``OriginShield.__call__`` does; the reference is ``Engine.decide``
+  without the cache.
+- after #12 (the whole decision in C, recipe in the #12 closing note): the C side is
+  ``engine.native.decide(method, path, client, headers)``, the reference
+  ``engine.outcome(method, path, client, headers)``; wrong types give ``malformed_scope`` in both,
+  so the odd-types mode is held to equality too (:data:`ODD_TYPES_AGREE`), and the C header
+  parsers (``_speedups.parse_header_value``) join the address fuzzer.
+
+Before #12 both sides parse addresses with the C ``pack``, so a parser bug would be invisible to
+the decision comparison: :mod:`fuzz.address` checks the parsers on their own against ``inet_pton``.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ from typing import Any
 
 from originshield import OriginShield, Policy, Route, SecretHeader, load
 from originshield.aws import AwsIpRanges
-from originshield.client_ip import parse_forwarded_entry
+from originshield.client_ip import parse_forwarded_entry, parse_viewer_address
+from originshield.engine import Engine
 from originshield.errors import InvalidAddress
 from originshield.radix import SPEEDUPS
 
 __all__ = [
     "C_FORWARDED_PARSER",
+    "C_VIEWER_PARSER",
     "HAVE_C",
     "ODD_TYPES_AGREE",
     "SECRET",
@@ -34,6 +42,7 @@ __all__ = [
     "c_parse_address",
     "c_reason",
     "py_parse_forwarded",
+    "py_parse_viewer",
     "py_reason",
     "subjects",
 ]
@@ -42,6 +51,8 @@ Scope = MutableMapping[str, Any]
 
 #: Whether there is a C implementation to compare at all (else the harnesses exercise Python only).
 HAVE_C = SPEEDUPS is not None
+#: Whether the engine has the whole-decision API of issue #12 (``Engine.outcome`` + ``engine.native``).
+WHOLE_DECISION = hasattr(Engine, "outcome")
 SECRET = b"fuzz-secret-0123456789abcdef"
 OLD_SECRET = b"fuzz-old-secret-9876543210"
 SECRET_HEADER = b"x-origin-verify"
@@ -137,15 +148,23 @@ def _method(scope: Scope) -> Any:
     return scope["method"] if scope["type"] == "http" else "GET"  # a websocket handshake is a GET
 
 
-def c_reason(subject: Any, scope: Scope) -> str:
-    """The product's C path. Today: the gate answers, or defers to ``decide`` through its cache.
+def _args(scope: Scope) -> tuple[Any, Any, Any, Any]:
+    """The raw ASGI values both sides are given (a missing key is passed as None: malformed)."""
+    return _method(scope), scope.get("path"), scope.get("client"), scope.get("headers")
 
-    The gate is asked cold, then again after ``decide`` ran with the cache (as an earlier identical
-    request would have), so a cache or memo fault shows as a wrong reason, and two different
-    answers from the gate as an inconsistent one. Where ``decide`` refuses a malformed scope with an
-    exception, the gate must have deferred; if it answered, its answer is returned (a mismatch).
-    """
+
+def c_reason(subject: Any, scope: Scope) -> str:
+    """The product's C path for ``scope``'s decision."""
     engine = subject.engine
+    if WHOLE_DECISION:
+        native = engine.native
+        if native is None:  # built without the extension: the product runs the reference
+            return str(engine.outcome(*_args(scope)).reason)
+        return str(native.decide(*_args(scope)).reason)
+    # Before #12: the gate is asked cold, then again after ``decide`` ran with the cache (as an earlier
+    # identical request would have), so a cache or memo fault shows as a wrong reason, and two
+    # different answers from the gate as an inconsistent one. Where ``decide`` refuses a malformed
+    # scope with an exception, the gate must have deferred; if it answered, its answer is returned.
     gate = engine.gate if engine.gate is not None else (lambda scope: None)
     cold = gate(scope)
     try:
@@ -162,35 +181,50 @@ def c_reason(subject: Any, scope: Scope) -> str:
 
 
 def py_reason(subject: Any, scope: Scope) -> str:
-    """The readable reference: ``Engine.decide`` without the cache."""
-    result = subject.engine.decide(_method(scope), scope["path"], scope.get("client"), scope["headers"], False)
-    return str(result[0][0].reason)
+    """The readable reference (before #12: ``Engine.decide`` without the cache)."""
+    engine = subject.engine
+    if WHOLE_DECISION:
+        return str(engine.outcome(*_args(scope)).reason)
+    return str(engine.decide(_method(scope), scope["path"], scope.get("client"), scope["headers"], False)[0][0].reason)
+
+
+#: Whether the two sides must also agree on scopes with values of the wrong type (None, bytearray,
+#: str, missing keys). Before #12 they do not, through the request-keyed cache #12 removes: a
+#: bytearray X-Forwarded-For line makes the cache key unhashable (the cached path raises TypeError
+#: where the reference decides); a None first CloudFront-Viewer-Country value makes the gate answer
+#: ``allowed`` where the reference says ``country_not_allowed`` (#12's second finding). That mode
+#: then checks safety only (no crash, no exception but a refusal). After #12 both answer
+#: ``malformed_scope``.
+ODD_TYPES_AGREE = WHOLE_DECISION
+
+
+def _none_if_invalid(parse: Callable[..., Any], *args: Any) -> bytes | None:
+    try:
+        packed = parse(*args)
+    except InvalidAddress:
+        return None
+    return None if packed is None else bytes(packed)
 
 
 def c_parse_address(text: Any) -> bytes | None:
     """The C address parser (``_speedups.pack``): 4 or 16 bytes, ``None`` when it refuses."""
-    try:
-        return bytes(SPEEDUPS.pack(text))
-    except InvalidAddress:
-        return None
+    return _none_if_invalid(SPEEDUPS.pack, text)
 
 
 def py_parse_forwarded(raw: bytes) -> bytes | None:
     """The reference X-Forwarded-For entry parser (``client_ip.parse_forwarded_entry``)."""
-    try:
-        return parse_forwarded_entry(raw)
-    except InvalidAddress:
-        return None
+    return _none_if_invalid(parse_forwarded_entry, raw)
 
 
-#: Whether the two sides must also agree on scopes with header values of the wrong type (None,
-#: bytearray, str): today they do not, through the request-keyed cache that issue #12 removes (a
-#: bytearray X-Forwarded-For line makes the cache key unhashable: the cached path raises TypeError
-#: where the reference decides; a None first CloudFront-Viewer-Country value: the gate answers
-#: ``allowed`` where the reference says ``country_not_allowed``, #12's second finding). Until then
-#: that mode checks safety only (no crash, no unexpected exception). After #12: True.
-ODD_TYPES_AGREE = False
+def py_parse_viewer(raw: bytes) -> bytes | None:
+    """The reference CloudFront-Viewer-Address parser (``client_ip.parse_viewer_address``)."""
+    return _none_if_invalid(parse_viewer_address, raw)
 
-#: The C X-Forwarded-For entry parser, ``bytes -> packed | None``; today there is none (the walk is
-#: Python). After #12 point this at the C entry parser so fuzz.address compares it too.
+
+#: The C parsers of one X-Forwarded-For entry and of CloudFront-Viewer-Address, ``bytes -> packed
+#: | None``; before #12 there are none (the walk is Python).
 C_FORWARDED_PARSER: Callable[[bytes], bytes | None] | None = None
+C_VIEWER_PARSER: Callable[[bytes], bytes | None] | None = None
+if HAVE_C and hasattr(SPEEDUPS, "parse_header_value"):
+    C_FORWARDED_PARSER = lambda raw: _none_if_invalid(SPEEDUPS.parse_header_value, raw, 0)  # noqa: E731
+    C_VIEWER_PARSER = lambda raw: _none_if_invalid(SPEEDUPS.parse_header_value, raw, 1)  # noqa: E731

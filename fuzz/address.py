@@ -1,15 +1,16 @@
 """Differential fuzzer: the C address parser against the strict ``inet_pton`` reference.
 
 Run: ``python -m fuzz address [libFuzzer flags] [corpus dirs]`` (see README, "Testing and CI").
-Each input is tried as a Python str (every code point the bytes decode to) and as an X-Forwarded-For
-entry (raw header bytes). Any difference raises, and so does any exception other than the refusal.
+Each input is tried as a Python str (every code point the bytes decode to), as an X-Forwarded-For
+entry and as a CloudFront-Viewer-Address value (raw header bytes). Any difference raises, and so
+does any exception other than the refusal.
 """
 
 from __future__ import annotations
 
 from fuzz import adapter
 from fuzz._input import Mismatch
-from fuzz.reference import ref_address, ref_forwarded_entry
+from fuzz.reference import ref_address, ref_forwarded_entry, ref_viewer_address
 
 __all__ = ["one_input"]
 
@@ -34,3 +35,12 @@ def one_input(data: bytes) -> None:
         got = adapter.C_FORWARDED_PARSER(data)
         if got != expected:
             raise Mismatch(f"C forwarded entry({data!r}) = {got!r}, reference {expected!r}", "C forwarded entry")
+    # The same bytes as a CloudFront-Viewer-Address value.
+    expected = ref_viewer_address(data)
+    got = adapter.py_parse_viewer(data)
+    if got != expected:
+        raise Mismatch(f"parse_viewer_address({data!r}) = {got!r}, reference {expected!r}", "viewer address")
+    if adapter.C_VIEWER_PARSER is not None:
+        got = adapter.C_VIEWER_PARSER(data)
+        if got != expected:
+            raise Mismatch(f"C viewer address({data!r}) = {got!r}, reference {expected!r}", "C viewer address")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from socket import AF_INET, AF_INET6, inet_pton
 
-__all__ = ["ref_address", "ref_forwarded_entry"]
+__all__ = ["ref_address", "ref_forwarded_entry", "ref_viewer_address"]
 
 # inet_pton's alphabet: anything else (space, NUL, "%" of a zone id, non-ASCII) is not an address.
 _ADDRESS_CHARS = re.compile(r"[0-9A-Fa-f:.]+")
@@ -50,3 +50,11 @@ def ref_forwarded_entry(raw: bytes) -> bytes | None:
         packed = ref_address(v4_port.group(1))
         return packed if packed is not None and len(packed) == 4 else None
     return None
+
+
+def ref_viewer_address(raw: bytes) -> bytes | None:
+    """CloudFront-Viewer-Address: ``ip:port`` with the address never bracketed (an IPv6 address
+    keeps its colons), so the port is after the last colon; the port is required."""
+    text = raw.decode("latin-1").strip(" \t")
+    host, sep, port = text.rpartition(":")
+    return ref_address(host) if sep and _port(port) else None
