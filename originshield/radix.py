@@ -22,6 +22,7 @@ walk the same structure and are tested against the same brute-force oracle.
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from collections.abc import Callable, Iterable
 from socket import AF_INET, AF_INET6, inet_pton
@@ -98,8 +99,12 @@ _Lookup: Callable[[_Node, _Node], _PyLookup]
 #: The C extension module (``_speedups``: this walk, and the middleware's decider), or ``None``.
 SPEEDUPS: Any = None
 try:
+    # ORIGINSHIELD_NO_SPEEDUPS=1 runs the pure-Python product even where the extension is built,
+    # so that CI (and an operator chasing a suspected C bug) can test the reference itself.
+    if os.environ.get("ORIGINSHIELD_NO_SPEEDUPS") == "1":
+        raise ImportError("C extension disabled by ORIGINSHIELD_NO_SPEEDUPS=1")
     from . import _speedups  # type: ignore[attr-defined,unused-ignore]
-except ImportError:  # built without a C compiler: same behaviour, slower
+except ImportError:  # built without a C compiler (or disabled): same behaviour, slower
     ACCELERATED = False
     _Lookup, _pack = _PyLookup, _pack_py
 else:
