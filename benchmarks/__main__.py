@@ -23,7 +23,7 @@ from .report import SECTION_TITLES, render
 
 __all__ = ["main"]
 
-GROUPS = ("lookup", "asgi", "e2e", "instructions", "refresh")
+GROUPS = ("lookup", "asgi", "calls", "e2e", "instructions", "refresh")
 
 
 def _lookup(quick: bool) -> list[Section]:
@@ -36,6 +36,12 @@ def _asgi(quick: bool) -> list[Section]:
     from . import asgi
 
     return [asgi.run(quick)]
+
+
+def _calls(quick: bool) -> list[Section]:
+    from . import calls
+
+    return [calls.run(quick)]
 
 
 def _e2e(quick: bool) -> list[Section]:
@@ -59,6 +65,7 @@ def _refresh(quick: bool) -> list[Section]:
 RUNNERS: dict[str, tuple[Callable[[bool], list[Section]], tuple[str, ...]]] = {
     "lookup": (_lookup, ("lookup", "build")),
     "asgi": (_asgi, ("asgi",)),
+    "calls": (_calls, ("calls",)),
     "e2e": (_e2e, ("e2e", "reload", "geoip")),
     "instructions": (_instructions, ("instructions",)),
     "refresh": (_refresh, ("refresh",)),

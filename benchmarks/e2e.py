@@ -39,7 +39,7 @@ import originshield
 
 from . import loadgen
 from ._common import REPO, Bars, Curves, Goal, Section, Table, fmt_ratio, median, snapshot
-from .apps import APP_KIND, SECRET_HEADER, Settings
+from .apps import APP_KIND, SECRET, SECRET_HEADER, Settings
 from .loadgen import LoadResult, Request
 
 __all__ = ["APP_TEXT_SHORT", "Load", "Server", "free_port", "paired", "port_open", "run", "server_env"]
@@ -58,8 +58,6 @@ _APP_TEXT = {
 }
 
 APP_TEXT_SHORT = {"raw": "raw ASGI app", "starlette": "Starlette app"}
-
-SECRET = "bench-secret-7f3a9c0e5b2d4e61"  # noqa: S105 (a benchmark fixture, not a credential)
 
 
 @dataclass

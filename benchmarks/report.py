@@ -18,6 +18,7 @@ __all__ = ["HEADLINE_LOADS", "SECTION_TITLES", "headline_markdown", "render", "t
 SECTION_TITLES: dict[str, str] = {
     "lookup": "Lookup (issue 2)",
     "build": "Build time and memory (issue 2)",
+    "calls": "Middleware cost by direct ASGI calls, realistic traffic (issue 12)",
     "asgi": "Middleware, direct ASGI calls (issue 3)",
     "e2e": "End to end on uvicorn (issue 3)",
     "instructions": "Server instructions per request (issue 3)",

@@ -35,7 +35,7 @@ def _imports() -> Any:
     return OriginShield, policy, secret
 
 
-def options(secret_value: str, *, topology: int, cache: bool = True, **extra: Any) -> dict[str, Any]:
+def options(secret_value: str, *, topology: int, cache: bool | None = True, **extra: Any) -> dict[str, Any]:
     """Keyword arguments for :class:`originshield.OriginShield` for one deployment topology.
 
     1. CloudFront -> app: no trusted proxy; the socket peer is the edge. On loopback the peer is
@@ -44,6 +44,9 @@ def options(secret_value: str, *, topology: int, cache: bool = True, **extra: An
        X-Forwarded-For entry and must be origin-facing: exactly what production sees.
     3. Region-locked backend: the peer must be in us-east-1 (any service); 127.0.0.1/32 allowed
        explicitly for the same reason as in topology 1. No secret (no CloudFront in front).
+
+    ``cache``: a 4096-entry decision cache (True), none (False), or the constructor's default
+    (None: ``cache_size`` not passed; the issue-12 workloads rely on no decision cache).
     """
     _, policy, secret = _imports()
     Policy, Route = policy.Policy, policy.Route
@@ -57,8 +60,9 @@ def options(secret_value: str, *, topology: int, cache: bool = True, **extra: An
         "ranges": snapshot(),
         "secret": header,
         "routes": routes,
-        "cache_size": 4096 if cache else 0,
     }
+    if cache is not None:
+        kw["cache_size"] = 4096 if cache else 0
     if topology == 1:
         kw["default"] = Policy(
             "cloudfront-t1", selectors=("cloudfront-origin-facing",), cidrs=("127.0.0.1/32",), require_secret=True
