@@ -231,7 +231,7 @@ def _fastapi_guard(settings: Settings) -> ASGIApp:
     return app
 
 
-def _originshield(topology: int, **flags: bool) -> Callable[[Settings], ASGIApp]:
+def _originshield(topology: int, **flags: Any) -> Callable[[Settings], ASGIApp]:
     def factory(settings: Settings) -> ASGIApp:
         from . import shield
 
@@ -247,7 +247,8 @@ FACTORIES: dict[str, Callable[[Settings], ASGIApp]] = {
     "originshield-t1": _originshield(1),
     "originshield-t2": _originshield(2),
     "originshield-t3": _originshield(3),
-    "originshield-t2-geoip": _originshield(2, geoip=True),
+    "originshield-t2-country-geoip": _originshield(2, country="geoip"),
+    "originshield-t2-country-header": _originshield(2, country="header"),
     "originshield-t2-reload": _originshield(2, reload=True),
     "naive-loop": _naive,
     "basehttp": _basehttp,

@@ -42,9 +42,6 @@ from .report import SECTION_TITLES
 
 __all__ = ["CASES", "run"]
 
-#: A country rule whose countries none of the generated viewers has: every request is located and
-#: allowed, so the rule's whole cost is paid and nothing else changes.
-DENY = ("CU", "KP", "SY")
 #: One X-Forwarded-For megabyte.
 MB = 1 << 20
 #: X-Forwarded-For lines in the many-lines variant (issue 12: 8,000 lines cost 360-410 ms).
@@ -144,12 +141,7 @@ def _variants(log_path: Path) -> dict[str, Any]:
     from . import shield
     from .apps import NaiveLoop, origin_facing_v4
 
-    logger = logging.getLogger("originshield")
-    handler = logging.FileHandler(log_path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)  # refusals are logged at INFO (the middleware's default log_level)
-    logger.propagate = False
+    shield.log_refusals(str(log_path))  # refusals are logged at INFO (the middleware's default log_level)
 
     def os2(**kw: Any) -> Any:
         return OriginShield(_noop, **shield.options(SECRET, topology=2, cache=None, **kw))
@@ -158,8 +150,8 @@ def _variants(log_path: Path) -> dict[str, Any]:
         "bare": _noop,
         "t2": os2(),
         "t1": OriginShield(_noop, **shield.options(SECRET, topology=1, cache=None)),
-        "geoip": os2(policy={"deny_countries": DENY}, geoip=CountryDatabase(str(traffic.GEOIP_DATABASE))),
-        "cf-country": os2(policy={"deny_countries": DENY, "viewer_country_header": True}),
+        "geoip": os2(policy={"deny_countries": shield.DENY}, geoip=CountryDatabase(str(traffic.GEOIP_DATABASE))),
+        "cf-country": os2(policy={"deny_countries": shield.DENY, "viewer_country_header": True}),
         "naive": NaiveLoop(_noop, origin_facing_v4(), SECRET, proxies=frozenset(traffic.ALB_NODES)),
     }
 
