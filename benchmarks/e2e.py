@@ -1,9 +1,10 @@
-"""End to end on uvicorn: throughput and latency of each variant under a load generator (issues 3-5).
+"""End to end on uvicorn: throughput and latency of each variant under a load generator (issues 3-5, 12).
 
 Every variant's server runs in its own subprocess (``benchmarks.serve``), all started up front and
 pinned to the last core; the load generator is pinned to the first, so generator and server never
-fight for a core on a 2-core machine. A *load* is a server plus a list of requests: ``originshield
-t2`` and ``originshield t2, rejected`` hit the same server with different requests. Loads run
+fight for a core on a 2-core machine. A *load* is a server plus a list of requests
+(``benchmarks.traffic``): ``originshield t2`` (the realistic mix) and the three floods hit the same
+server with different requests. Loads run
 alternately, one after another in rotating order, for several rounds; the report gives medians
 and the ratio of medians to the bare app measured in the same rounds.
 
@@ -39,14 +40,14 @@ import originshield
 
 from . import loadgen
 from ._common import REPO, Bars, Curves, Goal, Section, Table, fmt_ratio, median, snapshot
-from .apps import APP_KIND, SECRET, SECRET_HEADER, Settings
+from .apps import APP_KIND, SECRET, Settings
 from .loadgen import LoadResult, Request
 
 __all__ = ["APP_TEXT_SHORT", "Load", "Server", "free_port", "paired", "port_open", "run", "server_env"]
 
 #: Full run: rounds x seconds per load (each load runs once per round, loads alternate).
 ROUNDS = 7
-#: Distinct viewer addresses in the cache-miss loads (more than the decision cache holds).
+#: Requests per realistic load (every viewer distinct; more than a 4096-entry decision cache holds).
 DISTINCT = 8192
 #: The A/A control load's name (same configuration as the headline, another process).
 CONTROL = "originshield t2 (A/A control)"
@@ -127,8 +128,7 @@ def non_aws_addresses(n: int, seed: int = 13) -> list[str]:
     return out
 
 
-#: Where the simulated viewers come from: public /8 blocks that the GeoIP variant's database places
-#: in the US (the database also holds other countries, so lookups walk a realistic tree).
+#: Where the issue-3 direct-call benchmark's (``benchmarks.asgi``) viewers come from: public /8 blocks.
 VIEWER_BLOCKS = ("24.0.0.0/8", "50.0.0.0/8", "66.0.0.0/8", "67.0.0.0/8", "68.0.0.0/8", "73.0.0.0/8", "98.0.0.0/8")
 
 
@@ -140,22 +140,6 @@ def viewer_addresses(n: int, seed: int = 17) -> list[str]:
         net = rng.choice(blocks)
         out.append(str(net.network_address + rng.randrange(1, net.num_addresses - 1)))
     return out
-
-
-def t2_requests(edges: list[str], viewers: list[str], secret: str | None = SECRET) -> list[Request]:
-    """Topology 2 as CloudFront + ALB send it: ``X-Forwarded-For: viewer, edge`` plus the secret."""
-    out = []
-    for i, edge in enumerate(edges):
-        headers = [("X-Forwarded-For", f"{viewers[i % len(viewers)]}, {edge}")]
-        if secret is not None:
-            headers.append((SECRET_HEADER, secret))
-        out.append(Request("/api/items", tuple(headers)))
-    return out
-
-
-def t1_requests(viewers: list[str]) -> list[Request]:
-    """Topology 1: CloudFront connects directly and appends the viewer to X-Forwarded-For."""
-    return [Request("/api/items", (("X-Forwarded-For", v), (SECRET_HEADER, SECRET))) for v in viewers]
 
 
 def t3_requests() -> list[Request]:
