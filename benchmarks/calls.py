@@ -303,7 +303,7 @@ def run(quick: bool = False) -> Section:
     unit = "instructions" if callgrind else "ns"
     spec: dict[str, Any] = {
         "calls": 20 if quick else (2000 if callgrind else 20000),
-        "big_calls": 1 if quick else 3,
+        "big_calls": 1 if quick else 2,
         "rounds": 1 if quick or callgrind else 5,
     }
     with tempfile.TemporaryDirectory(prefix="originshield-calls-") as tmp:
