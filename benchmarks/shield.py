@@ -94,8 +94,11 @@ def log_refusals(path: str) -> None:
     """Send the ``originshield`` logger's records (refusals: INFO) to ``path``, formatted, as an
     operator who keeps refusal logs configures it; the formatting and the write are then paid."""
     import logging
+    import os
 
     logger = logging.getLogger("originshield")
+    if any(getattr(h, "baseFilename", None) == os.path.abspath(path) for h in logger.handlers):
+        return  # --quick serves every variant from one process: one handler, not one per server
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
