@@ -246,7 +246,7 @@ def _launch(spec: dict[str, Any], *, pure: bool, callgrind: bool, workdir: Path)
     for name in spec["cases"]:
         case = _BY_NAME[name]
         n = spec["big_calls"] if case.big else spec["calls"]
-        reqs = _requests(case, n + (0 if case.big else WARM))
+        reqs = _requests(case, n + (0 if case.big else spec["warm"]))
         work[name], warm[name] = reqs[:n], reqs[n:]
     requests = workdir / f"requests-{tag}.pickle"
     requests.write_bytes(pickle.dumps((work, warm)))
@@ -304,6 +304,7 @@ def run(quick: bool = False) -> Section:
     spec: dict[str, Any] = {
         "calls": 20 if quick else (2000 if callgrind else 20000),
         "big_calls": 1 if quick else 2,
+        "warm": 0 if quick else WARM,
         "rounds": 1 if quick or callgrind else 5,
     }
     with tempfile.TemporaryDirectory(prefix="originshield-calls-") as tmp:
