@@ -87,7 +87,7 @@ def _measure(app: str, variant: str, loads: dict[str, Path], workdir: Path) -> l
     with (workdir / f"{app}.{variant}.log").open("w") as log:
         proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 900  # valgrind is ~50x slower; a loaded machine, more
         while not e2e.port_open(port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 for c in counts:
