@@ -149,6 +149,12 @@ def headline_markdown(sections: Sequence[Section], machine: dict[str, str], comm
     goals = [g for s in sections for g in s.goals]
     if goals:
         lines += [table_markdown(_goal_rows(goals)), ""]
+    calls = next((s for s in sections if s.key == "calls" and s.tables), None)
+    if calls:  # issue 12's figure: what the middleware adds per request, by callgrind
+        table = calls.tables[0]
+        cols = (0, 2, 3, 4, 5)  # case, answer, count per call, added, log bytes
+        keep = tuple(tuple(row[i] for i in cols) for row in table.rows)
+        lines += [table_markdown(Table(table.title, tuple(table.columns[i] for i in cols), keep)), ""]
     for section in sections:
         if section.key != "e2e" or not section.tables:
             continue
