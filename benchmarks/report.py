@@ -152,7 +152,7 @@ def headline_markdown(sections: Sequence[Section], machine: dict[str, str], comm
     calls = next((s for s in sections if s.key == "calls" and s.tables), None)
     if calls:  # issue 12's figure: what the middleware adds per request, by callgrind
         table = calls.tables[0]
-        cols = (0, 2, 3, 4, 5)  # case, answer, count per call, added, log bytes
+        cols: tuple[int, ...] = (0, 2, 3, 4, 5)  # case, answer, count per call, added, log bytes
         keep = tuple(tuple(row[i] for i in cols) for row in table.rows)
         lines += [table_markdown(Table(table.title, tuple(table.columns[i] for i in cols), keep)), ""]
     for section in sections:
