@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import traffic
-from ._common import REPO, Goal, Section, Table, median
+from ._common import REPO, Goal, Section, Table, callgrind_summary, median
 from .apps import SECRET, SECRET_HEADER
 from .report import SECTION_TITLES
 
@@ -283,17 +283,10 @@ def _launch(spec: dict[str, Any], *, pure: bool, callgrind: bool, workdir: Path)
             raise RuntimeError(f"expected {len(order)} callgrind dumps, found {len(dumps)}")
         calls = {name: list(v) for name, v in data["results"].items()}
         for name, dump in zip(order, dumps, strict=True):
-            per_call.setdefault(name, []).append(_summary(dump) / calls[name].pop(0))
+            per_call.setdefault(name, []).append(callgrind_summary(dump) / calls[name].pop(0))
     else:
         per_call = data["results"]
     return _Run(data["accelerated"], {k: median(v) for k, v in per_call.items()}, data["problems"], data["log_bytes"])
-
-
-def _summary(dump: Path) -> int:
-    for line in dump.read_text(errors="replace").splitlines():
-        if line.startswith("summary:"):
-            return int(line.split()[1])
-    raise ValueError(f"no summary line in {dump}")
 
 
 def run(quick: bool = False) -> Section:

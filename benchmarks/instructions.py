@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import e2e, loadgen
-from ._common import REPO, Goal, Section, Table, fmt_ratio
+from ._common import REPO, Goal, Section, Table, callgrind_summary, fmt_ratio
 from .report import SECTION_TITLES
 from .traffic import KINDS
 
@@ -64,13 +64,6 @@ class Count:
     @property
     def per_request(self) -> float:
         return self.instructions / self.requests if self.requests else float("nan")
-
-
-def _summary(dump: Path) -> int:
-    for line in dump.read_text(errors="replace").splitlines():
-        if line.startswith("summary:"):
-            return int(line.split()[1])
-    raise ValueError(f"no summary line in {dump}")
 
 
 def _measure(app: str, variant: str, loads: dict[str, Path], workdir: Path) -> list[Count]:
@@ -107,7 +100,7 @@ def _measure(app: str, variant: str, loads: dict[str, Path], workdir: Path) -> l
                 count.error = "no dump" if not dumps else "no request completed"
                 continue
             count.requests = result.requests
-            count.instructions = _summary(dumps[-1])
+            count.instructions = callgrind_summary(dumps[-1])
     finally:
         proc.terminate()
         try:
