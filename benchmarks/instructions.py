@@ -218,6 +218,14 @@ def run(quick: bool = False) -> Section:
                 None,
             )
         )
+    starved = sorted({c.requests for c in counts if not c.error and c.requests < 1000})
+    if starved:
+        section.notes.append(
+            f"FLAGGED: some loads counted only {starved[0]:,} to {starved[-1]:,} requests (a busy machine starves the "
+            "server under valgrind): each event-loop pass then serves fewer requests, and its fixed cost inflates "
+            "the per-request counts (the bare raw app reads ~100,000 on an idle machine). Rerun when the load "
+            "average is low."
+        )
     section.notes.append(
         "`passthrough` is a do-nothing pure-ASGI middleware (`async def __call__: await self.app(...)`): the "
         "least any middleware written in Python costs."
