@@ -313,15 +313,15 @@ def run(quick: bool = False) -> Section:
     base = main.per_call[CASES[0].name]
     rows = []
     for case in CASES:
-        value = main.per_call.get(case.name, float("nan"))
-        added = value - base if case.app not in ("bare",) and not case.app.startswith("scan-") else float("nan")
+        value = main.per_call[case.name]
+        middleware = case.app != "bare" and not case.app.startswith("scan-")
         rows.append(
             (
                 case.name,
                 traffic.KINDS[case.kind].description if case.kind in traffic.KINDS else "1 MB attacker-written XFF",
-                "refused (403)" if case.status == 403 else "passed to the app",
+                "-" if not middleware else "refused (403)" if case.status == 403 else "passed to the app",
                 f"{value:,.0f}",
-                "" if added != added else f"{added:+,.0f}",  # noqa: PLR0124 (NaN check)
+                f"{value - base:+,.0f}" if middleware else "",
                 f"{main.log_bytes.get(case.name, 0):,}" if case.status == 403 else "",
             )
         )
