@@ -1,11 +1,13 @@
-"""``python -m benchmarks [--quick] [--out DIR] [--only SECTION,...]``: run the suite, write the report.
+"""``python -m benchmarks [--quick] [--issue12] [--out DIR] [--only GROUP,...]``: run the suite, write the report.
 
 The report (``report.md``), the plots (PNG) and the raw figures (``results.json``) go to
 ``benchmarks/results/<UTC timestamp>/`` unless ``--out`` says otherwise. ``--quick`` runs a tiny
 version of every section in seconds (the test suite runs it, so the suite cannot rot); its numbers
 are not meaningful. A peer that is not installed, or a component that does not exist yet, is
 skipped with a note in the report. A section that fails unexpectedly is reported with its error and
-makes the exit status 1.
+makes the exit status 1. ``--issue12`` runs only what issue 12's goals need (the groups
+``calls,e2e,instructions``, without the reload, topology 1/3, BaseHTTPMiddleware and Starlette
+variants).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from .report import SECTION_TITLES, render
 
 __all__ = ["main"]
 
-GROUPS = ("lookup", "asgi", "e2e", "instructions", "refresh")
+GROUPS = ("lookup", "asgi", "calls", "e2e", "instructions", "refresh")
+ISSUE12 = "calls,e2e,instructions"
 
 
 def _lookup(quick: bool) -> list[Section]:
@@ -36,6 +39,12 @@ def _asgi(quick: bool) -> list[Section]:
     from . import asgi
 
     return [asgi.run(quick)]
+
+
+def _calls(quick: bool) -> list[Section]:
+    from . import calls
+
+    return [calls.run(quick)]
 
 
 def _e2e(quick: bool) -> list[Section]:
@@ -59,6 +68,7 @@ def _refresh(quick: bool) -> list[Section]:
 RUNNERS: dict[str, tuple[Callable[[bool], list[Section]], tuple[str, ...]]] = {
     "lookup": (_lookup, ("lookup", "build")),
     "asgi": (_asgi, ("asgi",)),
+    "calls": (_calls, ("calls",)),
     "e2e": (_e2e, ("e2e", "reload", "geoip")),
     "instructions": (_instructions, ("instructions",)),
     "refresh": (_refresh, ("refresh",)),
@@ -78,16 +88,24 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="end-to-end load generator: wrk when installed (auto), or force the Python fallback",
     )
+    parser.add_argument(
+        "--issue12",
+        action="store_true",
+        help="only issue 12's goal sections: direct calls, e2e and server instructions on the realistic traffic",
+    )
     args = parser.parse_args(argv)
     if args.loadgen == "python":
         os.environ["ORIGINSHIELD_BENCH_LOADGEN"] = "python"
+    if args.issue12:
+        os.environ["ORIGINSHIELD_BENCH_FOCUS"] = "12"
+        args.only = args.only or ISSUE12
     groups = GROUPS if not args.only else tuple(g.strip() for g in args.only.split(","))
     unknown = [g for g in groups if g not in RUNNERS]
     if unknown:
         parser.error(f"unknown group(s): {', '.join(unknown)}")
     out: Path = args.out or REPO / "benchmarks" / "results" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    command = "python -m benchmarks" + (" --quick" if args.quick else "")
-    command += f" --only {args.only}" if args.only else ""
+    command = "python -m benchmarks" + (" --quick" if args.quick else "") + (" --issue12" if args.issue12 else "")
+    command += f" --only {args.only}" if args.only and args.only != ISSUE12 else ""
     command += " --loadgen python" if args.loadgen == "python" else ""
     machine = machine_info()
     sections: list[Section] = []

@@ -33,6 +33,7 @@ __all__ = [
     "Section",
     "Series",
     "Table",
+    "callgrind_summary",
     "fmt_ns",
     "fmt_ratio",
     "interleaved",
@@ -110,6 +111,14 @@ class Section:
 def snapshot() -> AwsIpRanges:
     """The embedded snapshot, parsed once per process (``originshield.load()`` takes ~0.3 s)."""
     return originshield.load()
+
+
+def callgrind_summary(dump: Path) -> int:
+    """The instruction count of one callgrind dump (its ``summary:`` line)."""
+    for line in dump.read_text(errors="replace").splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise ValueError(f"no summary line in {dump}")
 
 
 def median(values: Sequence[float]) -> float:

@@ -39,11 +39,13 @@ from originshield._types import ASGIApp, Message, Receive, Scope, Send
 
 from ._common import snapshot
 
-__all__ = ["FACTORIES", "SECRET_HEADER", "Settings", "Unavailable", "bare_app", "build"]
+__all__ = ["FACTORIES", "SECRET", "SECRET_HEADER", "Settings", "Unavailable", "bare_app", "build"]
 
 #: The CloudFront custom origin header carrying the shared secret (any name works; this is the
 #: name AWS's own examples use).
 SECRET_HEADER = "x-origin-verify"  # noqa: S105 (a header name)
+#: Its value in every benchmark (the servers' configuration and the load generator's requests).
+SECRET = "bench-secret-7f3a9c0e5b2d4e61"  # noqa: S105 (a benchmark fixture, not a credential)
 
 
 class Unavailable(Exception):
@@ -114,8 +116,15 @@ def _forbidden() -> list[Message]:
 class NaiveLoop:
     """What people write by hand: parse the edge with ``ipaddress``, loop over the networks."""
 
-    def __init__(self, app: ASGIApp, networks: list[ipaddress.IPv4Network], secret: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        networks: list[ipaddress.IPv4Network],
+        secret: str,
+        proxies: frozenset[str] = frozenset({"127.0.0.1"}),
+    ) -> None:
         self.app = app
+        self.proxies = proxies  # the trusted proxies (the ALB's nodes), by exact peer address
         self.networks = networks
         self.secret = secret.encode()
 
@@ -130,7 +139,7 @@ class NaiveLoop:
             elif name == b"x-origin-verify":
                 secret = value
         ok = False
-        if scope["client"] and scope["client"][0] == "127.0.0.1" and xff and secret == self.secret:
+        if scope["client"] and scope["client"][0] in self.proxies and xff and secret == self.secret:
             try:
                 edge = ipaddress.ip_address(xff.decode("latin-1").rsplit(",", 1)[-1].strip())
             except ValueError:
@@ -222,7 +231,7 @@ def _fastapi_guard(settings: Settings) -> ASGIApp:
     return app
 
 
-def _originshield(topology: int, **flags: bool) -> Callable[[Settings], ASGIApp]:
+def _originshield(topology: int, **flags: Any) -> Callable[[Settings], ASGIApp]:
     def factory(settings: Settings) -> ASGIApp:
         from . import shield
 
@@ -238,7 +247,8 @@ FACTORIES: dict[str, Callable[[Settings], ASGIApp]] = {
     "originshield-t1": _originshield(1),
     "originshield-t2": _originshield(2),
     "originshield-t3": _originshield(3),
-    "originshield-t2-geoip": _originshield(2, geoip=True),
+    "originshield-t2-country-geoip": _originshield(2, country="geoip"),
+    "originshield-t2-country-header": _originshield(2, country="header"),
     "originshield-t2-reload": _originshield(2, reload=True),
     "naive-loop": _naive,
     "basehttp": _basehttp,

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._common import Goal, Section, Series, Table, fmt_ns, median, snapshot
-from .apps import SECRET_HEADER, Settings, raw_app
-from .e2e import SECRET, edge_addresses, non_aws_addresses, viewer_addresses
+from .apps import SECRET, SECRET_HEADER, Settings, raw_app
+from .e2e import edge_addresses, non_aws_addresses, viewer_addresses
 from .report import SECTION_TITLES
 
 __all__ = ["run"]

@@ -18,9 +18,10 @@ __all__ = ["HEADLINE_LOADS", "SECTION_TITLES", "headline_markdown", "render", "t
 SECTION_TITLES: dict[str, str] = {
     "lookup": "Lookup (issue 2)",
     "build": "Build time and memory (issue 2)",
+    "calls": "Middleware cost by direct ASGI calls, realistic traffic (issue 12)",
     "asgi": "Middleware, direct ASGI calls (issue 3)",
     "e2e": "End to end on uvicorn (issue 3)",
-    "instructions": "Server instructions per request (issue 3)",
+    "instructions": "Server instructions per request (issues 3 and 12)",
     "reload": "Reload under load (issue 4)",
     "refresh": "Refresher: fetch-parse-build-swap and memory (issue 4)",
     "geoip": "GeoIP cost (issue 5)",
@@ -124,14 +125,17 @@ HEADLINE_LOADS = (
     "bare",
     "originshield t2",
     "originshield t2 (A/A control)",
-    "originshield t2, distinct viewers",
-    "originshield t2, rejected (edge)",
+    "originshield t2, fixed viewers",
+    "originshield t2, flood (a) no secret",
+    "originshield t2, flood (b) wrong secret",
+    "originshield t2, flood (c) valid secret, non-CloudFront edge",
+    "originshield t2 + country rule (GeoIP)",
+    "originshield t2 + country rule (CloudFront-Viewer-Country)",
     "naive ipaddress loop",
     "BaseHTTPMiddleware",
     "fastapi-guard",
     "originshield t2, reload server idle",
     "originshield t2, reloading",
-    "originshield t2 + GeoIP",
 )
 
 
@@ -145,6 +149,12 @@ def headline_markdown(sections: Sequence[Section], machine: dict[str, str], comm
     goals = [g for s in sections for g in s.goals]
     if goals:
         lines += [table_markdown(_goal_rows(goals)), ""]
+    calls = next((s for s in sections if s.key == "calls" and s.tables), None)
+    if calls:  # issue 12's figure: what the middleware adds per request, by callgrind
+        table = calls.tables[0]
+        cols: tuple[int, ...] = (0, 2, 3, 4, 5)  # case, answer, count per call, added, log bytes
+        keep = tuple(tuple(row[i] for i in cols) for row in table.rows)
+        lines += [table_markdown(Table(table.title, tuple(table.columns[i] for i in cols), keep)), ""]
     for section in sections:
         if section.key != "e2e" or not section.tables:
             continue
