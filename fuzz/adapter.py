@@ -1,21 +1,11 @@
 """How each implementation is asked for an answer: the only module of fuzz/ that knows the API.
 
 The fuzzers compare *reason codes* (``"allowed"``, ``"edge_not_allowed"``, ...), the contract both
-implementations share. Two generations of the API are served, chosen at import by what the engine
-offers (:data:`WHOLE_DECISION`):
-
-- before issue #12 (the decision-cache gate): the C side is ``Engine.gate`` (``_speedups.Gate``),
-  which answers what the cheap half of the decision settles or a cache hit and defers the rest to
-  ``Engine.decide``, exactly as ``OriginShield.__call__`` does; the reference is ``Engine.decide``
-  without the cache.
-- after #12 (the whole decision in C, recipe in the #12 closing note): the C side is
-  ``engine.native.decide(method, path, client, headers)``, the reference
-  ``engine.outcome(method, path, client, headers)``; wrong types give ``malformed_scope`` in both,
-  so the odd-types mode is held to equality too (:data:`ODD_TYPES_AGREE`), and the C header
-  parsers (``_speedups.parse_header_value``) join the address fuzzer.
-
-Before #12 both sides parse addresses with the C ``pack``, so a parser bug would be invisible to
-the decision comparison: :mod:`fuzz.address` checks the parsers on their own against ``inet_pton``.
+implementations share: the C side is ``engine.native.decide(method, path, client, headers)``
+(``_speedups.Decider``), the reference ``engine.outcome(method, path, client, headers)``. Values of
+the wrong type give ``malformed_scope`` in both, so every input mode is held to equality; the C
+header parsers (``_speedups.parse_header_value``) are checked by :mod:`fuzz.address` against the
+reference parsers and ``inet_pton``.
 """
 
 from __future__ import annotations
@@ -26,7 +16,6 @@ from typing import Any
 from originshield import OriginShield, Policy, Route, SecretHeader, load
 from originshield.aws import AwsIpRanges
 from originshield.client_ip import parse_forwarded_entry, parse_viewer_address
-from originshield.engine import Engine
 from originshield.errors import InvalidAddress
 from originshield.radix import SPEEDUPS
 
@@ -34,7 +23,6 @@ __all__ = [
     "C_FORWARDED_PARSER",
     "C_VIEWER_PARSER",
     "HAVE_C",
-    "ODD_TYPES_AGREE",
     "SECRET",
     "SECRET_HEADER",
     "TOPOLOGIES",
@@ -51,8 +39,6 @@ Scope = MutableMapping[str, Any]
 
 #: Whether there is a C implementation to compare at all (else the harnesses exercise Python only).
 HAVE_C = SPEEDUPS is not None
-#: Whether the engine has the whole-decision API of issue #12 (``Engine.outcome`` + ``engine.native``).
-WHOLE_DECISION = hasattr(Engine, "outcome")
 SECRET = b"fuzz-secret-0123456789abcdef"
 OLD_SECRET = b"fuzz-old-secret-9876543210"
 SECRET_HEADER = b"x-origin-verify"
@@ -154,48 +140,16 @@ def _args(scope: Scope) -> tuple[Any, Any, Any, Any]:
 
 
 def c_reason(subject: Any, scope: Scope) -> str:
-    """The product's C path for ``scope``'s decision."""
+    """The product's C decision for ``scope`` (the reference where the extension is not built)."""
     engine = subject.engine
-    if WHOLE_DECISION:
-        native = engine.native
-        if native is None:  # built without the extension: the product runs the reference
-            return str(engine.outcome(*_args(scope)).reason)
-        return str(native.decide(*_args(scope)).reason)
-    # Before #12: the gate is asked cold, then again after ``decide`` ran with the cache (as an earlier
-    # identical request would have), so a cache or memo fault shows as a wrong reason, and two
-    # different answers from the gate as an inconsistent one. Where ``decide`` refuses a malformed
-    # scope with an exception, the gate must have deferred; if it answered, its answer is returned.
-    gate = engine.gate if engine.gate is not None else (lambda scope: None)
-    cold = gate(scope)
-    try:
-        primed = engine.decide(_method(scope), scope["path"], scope.get("client"), scope["headers"])[0]
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
-        if cold is None:
-            raise
-        return str(cold[0].reason)
-    warm = gate(scope)
-    answers = {str(r[0].reason) for r in (cold, warm, primed) if r is not None}
-    if len(answers) > 1:
-        return "<inconsistent: " + " / ".join(sorted(answers)) + ">"
-    return answers.pop()
+    if engine.native is None:
+        return str(engine.outcome(*_args(scope)).reason)
+    return str(engine.native.decide(*_args(scope)).reason)
 
 
 def py_reason(subject: Any, scope: Scope) -> str:
-    """The readable reference (before #12: ``Engine.decide`` without the cache)."""
-    engine = subject.engine
-    if WHOLE_DECISION:
-        return str(engine.outcome(*_args(scope)).reason)
-    return str(engine.decide(_method(scope), scope["path"], scope.get("client"), scope["headers"], False)[0][0].reason)
-
-
-#: Whether the two sides must also agree on scopes with values of the wrong type (None, bytearray,
-#: str, missing keys). Before #12 they do not, through the request-keyed cache #12 removes: a
-#: bytearray X-Forwarded-For line makes the cache key unhashable (the cached path raises TypeError
-#: where the reference decides); a None first CloudFront-Viewer-Country value makes the gate answer
-#: ``allowed`` where the reference says ``country_not_allowed`` (#12's second finding). That mode
-#: then checks safety only (no crash, no exception but a refusal). After #12 both answer
-#: ``malformed_scope``.
-ODD_TYPES_AGREE = WHOLE_DECISION
+    """The readable reference, ``Engine.outcome``."""
+    return str(subject.engine.outcome(*_args(scope)).reason)
 
 
 def _none_if_invalid(parse: Callable[..., Any], *args: Any) -> bytes | None:
@@ -222,7 +176,7 @@ def py_parse_viewer(raw: bytes) -> bytes | None:
 
 
 #: The C parsers of one X-Forwarded-For entry and of CloudFront-Viewer-Address, ``bytes -> packed
-#: | None``; before #12 there are none (the walk is Python).
+#: | None`` (``None`` without the C extension).
 C_FORWARDED_PARSER: Callable[[bytes], bytes | None] | None = None
 C_VIEWER_PARSER: Callable[[bytes], bytes | None] | None = None
 if HAVE_C and hasattr(SPEEDUPS, "parse_header_value"):

@@ -9,7 +9,7 @@ The first input byte picks the topology (:data:`fuzz.adapter.TOPOLOGIES`) and th
 - odd types (1 in 8): the same scope with a header item, value, peer or path of the wrong type, as
   a buggy server or an outer middleware could pass. Each side returns a reason or refuses with a
   ``KeyError``/``TypeError``/``ValueError``/``AttributeError``/``IndexError``; nothing else may
-  escape, and the two must agree when :data:`fuzz.adapter.ODD_TYPES_AGREE` says they should.
+  escape, and the two must agree (both answer ``malformed_scope``).
 - meddling (1 in 16): a header value whose ``__eq__`` empties the scope's header list when called,
   as a decision cache's key comparison would call it. The scope changes under the C side, so only
   safety is checked (no crash, no exception but a refusal); the sanitizer build is what finds a
@@ -128,8 +128,6 @@ def one_input(data: bytes) -> None:
         _odd(inp, scope)
     py = _outcome(adapter.py_reason, subject, scope)
     got = _outcome(adapter.c_reason, subject, scope)
-    if odd and not adapter.ODD_TYPES_AGREE:
-        return  # safety only: an exception other than a refusal has already escaped _outcome
     if got != py or py not in _KNOWN or (not odd and py == _ERROR):
         kind = f"{name}, {'odd types' if odd else 'well-formed'}: C {got}, Python {py}"
         raise Mismatch(f"{kind} for {scope!r}", kind)

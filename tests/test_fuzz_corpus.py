@@ -25,9 +25,9 @@ def test_the_corpus_replays_without_a_mismatch(target: str) -> None:
     assert replay(one_input, [str(FUZZ / "corpus" / target)]) >= 20  # a real corpus, not a placeholder
 
 
-def test_the_findings_replay_safely() -> None:
-    # Inputs on which today's gate and cache disagree with the reference (fuzz/findings/*.txt say
-    # how): with odd header types only safety is checked until adapter.ODD_TYPES_AGREE is True.
+def test_the_findings_replay_without_a_mismatch() -> None:
+    # Inputs on which the former decision-cache gate disagreed with the reference (fuzz/findings/*.txt
+    # say how); the whole decision in C must now give the reference's reason on every one of them.
     assert replay(decision.one_input, [str(FUZZ / "findings" / "decision")]) >= 5
 
 
