@@ -3,10 +3,10 @@
 # clone it creates one virtualenv per interpreter and installs the project with its test extra.
 #
 #   3.11         full suite, the C extension required (a failed build fails the run)
-#   pure-python  ORIGINSHIELD_NO_SPEEDUPS=1: the product without its C extension; the whole suite but
-#                the operator tooling that never decides a request (CLI, exports, examples, config
-#                parsing, the benchmark smoke run), so decision, middleware, refresher, GeoIP...
-#   3.12, 3.13   full suite, the C extension required
+#   pure-python  ORIGINSHIELD_NO_SPEEDUPS=1: the product without its C extension; the suite but the
+#                operator tooling that never decides a request (CLI, exports, config parsing) and the
+#                run-once end-to-end tests (ONCE below), so decision, middleware, refresher, GeoIP...
+#   3.12, 3.13   the suite but the run-once end-to-end tests, the C extension required
 #   sanitizers   tools/sanitize.sh: gcc ASan+UBSan build, the C-facing tests under it; clang build
 #                with libFuzzer coverage, both differential fuzzers for FUZZ_SECONDS (default 60) in all
 #
@@ -134,14 +134,22 @@ leg install-3.11 installed 3.11
 if wants 3.11; then
     leg 3.11 suite .venv ORIGINSHIELD_REQUIRE_SPEEDUPS=1
 fi
+# Run once, in the 3.11 leg: the slow end-to-end runs of real servers and worker processes (every
+# ASGI server, serve with several workers, the logging recipe, host metrics, restart-at-every-step
+# replays, the benchmark smoke run), which exercise no code that differs by interpreter version or
+# by C/Python; the other legs keep every test of the decision, middleware, refresher and GeoIP.
+# Without this the five legs take about 20 minutes, over CI's 15-minute budget.
+ONCE=(-m "not servers" --ignore=tests/test_benchmarks_quick.py --ignore=tests/test_host_metrics.py
+    --ignore=tests/test_serve.py --ignore=tests/test_logging.py --ignore=tests/test_refresher_truth.py
+    --ignore=tests/test_examples.py)
 if wants pure-python; then
-    leg pure-python suite .venv -u ORIGINSHIELD_REQUIRE_SPEEDUPS ORIGINSHIELD_NO_SPEEDUPS=1 -- \
+    leg pure-python suite .venv -u ORIGINSHIELD_REQUIRE_SPEEDUPS ORIGINSHIELD_NO_SPEEDUPS=1 -- "${ONCE[@]}" \
         --ignore-glob='tests/test_cli_*.py' --ignore=tests/test_refresher_cli.py --ignore=tests/test_export.py \
-        --ignore=tests/test_examples.py --ignore=tests/test_config.py --ignore=tests/test_benchmarks_quick.py
+        --ignore=tests/test_config.py
 fi
 [ ${#versions[@]} -eq 1 ] || leg install-more installed "${versions[@]:1}"
 for v in "${versions[@]:1}"; do
-    leg "$v" suite ".venv-$v" ORIGINSHIELD_REQUIRE_SPEEDUPS=1
+    leg "$v" suite ".venv-$v" ORIGINSHIELD_REQUIRE_SPEEDUPS=1 -- "${ONCE[@]}"
 done
 if wants sanitizers; then
     leg sanitizers env PYTHON=.venv/bin/python tools/sanitize.sh all "${FUZZ_SECONDS:-60}"

@@ -272,5 +272,5 @@ policy = "monitoring"
             assert sample(text, "workers_reporting") == 2
     finally:
         proc.terminate()
-        output = proc.communicate(timeout=20)[0]
+        output = proc.communicate(timeout=60)[0]  # two workers shutting down on a loaded machine
     assert "Traceback" not in output, output

@@ -53,13 +53,18 @@ def test_parsers_read_the_documented_formats() -> None:
 def test_alb_logs_against_the_ranges_in_service(capsys: pytest.CaptureFixture[str]) -> None:
     code, report = replay(capsys, str(LOGS / "alb"))
     assert code == 1  # something would be refused
-    refused = EXPECTED["alb_attackers"] + EXPECTED["alb_ec2"] + EXPECTED["alb_bad_path"]
-    assert (report["requests"], report["refused"]) == (EXPECTED["alb_edges"] + refused, refused)
+    refused = EXPECTED["alb_attackers"] + EXPECTED["alb_ec2"] + EXPECTED["alb_bad_path"] + EXPECTED["alb_health"]
+    assert (report["requests"], report["refused"]) == (
+        EXPECTED["alb_edges"] + refused - EXPECTED["alb_health"],
+        refused,
+    )
     assert report["reasons"] == {
         "edge_not_allowed": EXPECTED["alb_attackers"] + EXPECTED["alb_ec2"],
         "bad_path": EXPECTED["alb_bad_path"],
+        "peer_forwarded": EXPECTED["alb_health"],
     }
-    assert report["cloudfront_addresses_refused"] == 0  # no real edge of the week would be refused
+    # No real edge of the week would be refused for its address (peer_forwarded is about the route).
+    assert report["cloudfront_addresses_refused"] == 0
     by_address = {r["address"]: r for r in report["refused_addresses"]}
     assert by_address["3.2.0.17"]["aws"] == ["3.2.0.0/24 us-east-1 AMAZON", "3.2.0.0/24 us-east-1 EC2"]
     attacker = by_address["198.51.100.23"]
@@ -78,23 +83,31 @@ def test_an_old_publication_would_refuse_real_edges(capsys: pytest.CaptureFixtur
     assert report["ranges"]["sync_token"] == 1782167225
     real = [r for r in report["refused_addresses"] if r["cloudfront"]]
     assert len(real) == 3 and sum(r["count"] for r in real) == EXPECTED["alb_new_edges_refused"]
-    assert all(r["address"].startswith("24.110.") and r["reasons"] == {"edge_not_allowed": r["count"]} for r in real)
+    assert all(r["address"].startswith("24.110.") and r["reasons"]["edge_not_allowed"] >= 8 for r in real)
     assert all("24.110.128.0/17 GLOBAL CLOUDFRONT_ORIGIN_FACING" in r["aws"] for r in real)  # attributed by today's
 
 
 def test_cloudfront_logs(capsys: pytest.CaptureFixture[str]) -> None:
     code, report = replay(capsys, str(LOGS / "cloudfront"))
     assert code == 1
-    assert (report["requests"], report["reasons"]) == (EXPECTED["cf_requests"], {"bad_path": EXPECTED["cf_bad_path"]})
+    assert (report["requests"], report["reasons"]) == (
+        EXPECTED["cf_requests"],
+        {"bad_path": EXPECTED["cf_bad_path"], "peer_forwarded": EXPECTED["cf_health"]},
+    )
     assert report["formats"] == {"cloudfront": EXPECTED["cf_requests"]}
     assert any("origin-facing edge" in a for a in report["assumptions"])
 
 
-def test_without_the_secret_only_the_health_route_passes(capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_the_secret_nothing_passes(capsys: pytest.CaptureFixture[str]) -> None:
     _, report = replay(capsys, str(LOGS / "cloudfront"), "--without-secret")
     health = sum(1 for r in read_logs([str(LOGS / "cloudfront")]) if isinstance(r, LogRequest) and r.path == "/health")
-    assert report["allowed"] == health > 0  # the health route's policy checks the peer only
-    assert report["reasons"] == {"secret_missing": EXPECTED["cf_requests"] - health - 4, "bad_path": 4}
+    assert report["allowed"] == 0 and health == EXPECTED["cf_health"]
+    # The health route checks the peer only, and refuses what came through CloudFront.
+    assert report["reasons"] == {
+        "secret_missing": EXPECTED["cf_requests"] - health - 4,
+        "bad_path": 4,
+        "peer_forwarded": health,
+    }
 
 
 def test_text_report_and_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,7 +115,7 @@ def test_text_report_and_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: 
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(data))))
     assert main(["replay", "--config", CONFIG, "-", "--top", "2"]) == 1
     out = capsys.readouterr().out
-    assert "would refuse: 4 (2.0%)" in out and "bad_path" in out and "refused addresses (top 2 of 3)" in out
+    assert "would refuse: 32 (16.0%)" in out and "bad_path" in out and "peer_forwarded" in out
     assert "CloudFront addresses that would be refused: 0" in out
 
 
@@ -114,6 +127,7 @@ def test_clean_log_exits_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path
         and "/static/.." not in line
         and "/api/./" not in line
         and "%2e" not in line
+        and ":443/health " not in line  # the health route refuses forwarded requests
     ]
     assert len(lines) > 20
     (tmp_path / "clean.log").write_text("\n".join(lines) + "\n")

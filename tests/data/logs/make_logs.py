@@ -28,8 +28,12 @@ PATHS = ["/", "/api/items", "/api/items/42", "/api/cart", "/static/app.js", "/st
 
 EXPECTED = {
     "alb_edges": 240,  # 24 per file-hour, from 40 distinct edges: all allowed with the current ranges
-    "alb_new_edges": 30,  # of those, from 24.110.128.0/17 (3 distinct): refused with the old publication,
-    "alb_new_edges_refused": 26,  # but for the 4 to /health, which the health route admits from the ALB
+    "alb_new_edges": 30,  # of those, from 24.110.128.0/17 (3 distinct): refused with the old publication
+    "alb_new_edges_refused": 30,  # (26 edge_not_allowed, and the 4 to /health peer_forwarded)
+    # Requests to /health that came through CloudFront: the health route checks the peer only and
+    # refuses any forwarded request (peer_forwarded: real ALB health checks carry no X-Forwarded-For).
+    "alb_health": 34,
+    "cf_health": 28,
     "alb_attackers": 24,  # 6 addresses x 4 requests: edge_not_allowed
     "alb_ec2": 6,  # 2 addresses x 3: edge_not_allowed, attributed to AWS EC2
     "alb_bad_path": 3,  # from real edges: bad_path
