@@ -421,8 +421,8 @@ class CountryDatabase:
             new.build_epoch,
             old.build_epoch,
         )
-        # After the swap, never before: a listener clears the middleware's decision cache, and a
-        # cache cleared before the swap could be refilled with answers from the old reader.
+        # After the swap, never before: a listener that drops answers derived from the database
+        # (a cache of its own) could otherwise be refilled from the old reader.
         for listener in list(self._listeners):
             try:
                 listener(self)
@@ -433,8 +433,9 @@ class CountryDatabase:
     def subscribe(self, listener: Callable[[CountryDatabase], None]) -> None:
         """Call ``listener(database)`` after every successful reload (in the reloading thread).
 
-        :class:`~originshield.middleware.OriginShield` subscribes to clear its decision cache, so
-        cached decisions never outlive the database they were made with.
+        For anything that keeps answers derived from the database: they must not outlive it.
+        (:class:`~originshield.middleware.OriginShield` keeps none: it asks the database on every
+        decision, so a reload applies at once.)
         """
         with self._lock:
             self._listeners.append(listener)

@@ -23,10 +23,9 @@ a client port of 0 (no TCP peer has port 0; every rewriter above writes it) or t
 X-Forwarded-Port (daphne), with the client equal to the last (or first) X-Forwarded-For entry
 saying which entry the server took (a proxy appends *its* peer, so the real peer is never the
 last entry itself). A client that merely writes its own address into X-Forwarded-For is not
-reported: it cannot also choose port 0. With the C extension, "the first requests" are the
-first ones the middleware decides in Python: decision-cache misses, which every new peer and
-chain is. Each finding is logged once, as a warning that says how to turn the rewriting off for
-the server found. The probe costs nothing after its first ``requests`` requests.
+reported: it cannot also choose port 0. While the probe watches, the middleware decides in
+Python (its C decider stands aside until then). Each finding is logged once, as a warning that
+says how to turn the rewriting off for the server found. The probe costs nothing after its first ``requests`` requests.
 """
 
 from __future__ import annotations
