@@ -16,7 +16,7 @@ import ipaddress
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from .export import FORMATS, AddressSet, render
 from .middleware import OriginShield
 from .policy import Decision
 from .radix import RadixTree
+from .refresh.guard import intervals, overlap, size
 
 __all__ = ["build_parser", "main"]
 
@@ -372,7 +373,11 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     where_old: dict[Network, list[str]] = {}
     for r in before.records:
         where_old.setdefault(r.prefix, []).append(f"{r.region} {r.service}")
-    space = {v: (_space(a, v), _space(b, v), _overlap_space(a, b, v)) for v in (4, 6)}
+    # Addresses, not prefixes: what changed for a firewall is the address space, next to the prefixes.
+    space = {}
+    for v in (4, 6):
+        old_space, new_space = intervals(a, v), intervals(b, v)
+        space[v] = (size(old_space), size(new_space), overlap(old_space, new_space))
     if args.json:
         doc = {
             "selection": selector.name,
@@ -408,36 +413,6 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 def _net_key(n: Network) -> tuple[int, bytes, int]:
     return (n.version, n.network_address.packed, n.prefixlen)
-
-
-def _intervals(nets: Iterable[Network], version: int) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for n in sorted((n for n in nets if n.version == version), key=_net_key):
-        lo, hi = int(n.network_address), int(n.broadcast_address) + 1
-        if merged and lo <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-        else:
-            merged.append((lo, hi))
-    return merged
-
-
-def _space(nets: Iterable[Network], version: int) -> int:
-    return sum(hi - lo for lo, hi in _intervals(nets, version))
-
-
-def _overlap_space(a: Iterable[Network], b: Iterable[Network], version: int) -> int:
-    # Addresses, not prefixes: AWS re-splits ranges (475 /48s replaced by one /39 covers the same
-    # addresses), so "what changed" for a firewall is the address space, shown next to the prefixes.
-    x, y = _intervals(a, version), _intervals(b, version)
-    i = j = total = 0
-    while i < len(x) and j < len(y):
-        lo, hi = max(x[i][0], y[j][0]), min(x[i][1], y[j][1])
-        total += max(0, hi - lo)
-        if x[i][1] < y[j][1]:
-            i += 1
-        else:
-            j += 1
-    return total
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

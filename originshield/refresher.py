@@ -83,6 +83,7 @@ from .aws import DEFAULT_URL, AwsIpRanges, Network, Record, Selector
 from .cachefile import Attempts, CachedState, CacheFiles, HeldEntry, LockTimeout
 from .errors import ConfigError, RangesError
 from .fetch import FetchError, fetch, local_path, md5_hex
+from .refresh.guard import lost_share
 from .snapshot import SnapshotHolder, Source
 
 __all__ = [
@@ -989,11 +990,7 @@ class Refresher(SnapshotHolder):
         for sel in self._selectors:
             before = (*sel.apply(self._doc).records, *sel.select(self._held), *sel.select(recent))
             after = (*sel.apply(doc).records, *sel.select(held))
-            for version in (4, 6):
-                baseline = _intervals(before, version, pause)
-                total = _size(baseline)
-                if total:
-                    share = max(share, (total - _overlap(baseline, _intervals(after, version, pause))) / total)
+            share = max(share, lost_share((r.prefix for r in before), (r.prefix for r in after), pause))
         return share
 
     def _release_held(self, *, persist: bool = True) -> RefreshResult:
@@ -1342,49 +1339,6 @@ class _Membership:
     def candidates_removed(self) -> list[Record]:
         new_ids = self._new_ids
         return [r for r in self._old if id(r) not in new_ids]
-
-
-# -- shrink guard: address-space arithmetic ---------------------------------------------------------
-
-
-def _intervals(records: Iterable[Any], version: int, pause: Callable[[], None] | None) -> list[tuple[int, int]]:
-    """Sorted, merged [start, end) integer intervals covered by the records (or (prefix, _) pairs)
-    of one IP version. Built in slices: a broad selection has thousands of prefixes."""
-    bits = 32 if version == 4 else 128
-    spans: list[tuple[int, int]] = []
-    for item in records:
-        prefix = item.prefix if isinstance(item, Record) else item[0]
-        if prefix.version == version:
-            start = int(prefix.network_address)
-            spans.append((start, start + (1 << (bits - prefix.prefixlen))))
-        if pause is not None:
-            pause()
-    spans.sort()
-    merged: list[tuple[int, int]] = []
-    for start, end in spans:
-        if merged and start <= merged[-1][1]:
-            if end > merged[-1][1]:
-                merged[-1] = (merged[-1][0], end)
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def _size(intervals: list[tuple[int, int]]) -> int:
-    return sum(end - start for start, end in intervals)
-
-
-def _overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> int:
-    total = i = j = 0
-    while i < len(a) and j < len(b):
-        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        if lo < hi:
-            total += hi - lo
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return total
 
 
 # -- parsing without holding the GIL for long ---------------------------------------------------------
