@@ -127,7 +127,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_NEGATIVE
     meta = describe_ranges(ranges)
     report: dict[str, Any] = {"file": config.path, "valid": not problems, "problems": problems}
-    report["warnings"] = [*config.warnings, *_shared_proxy_warnings(config, ranges)]
+    report["warnings"] = config.startup_warnings(ranges)
     report["overrides"] = list(config.overrides)
     report["ranges"] = {**meta, "configured_source": config.ranges.source, "refresh": config.ranges.refresh}
     if not problems:
@@ -156,23 +156,6 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     if problems or (args.strict and report["warnings"]):
         return EXIT_NEGATIVE
     return EXIT_OK
-
-
-def _shared_proxy_warnings(config: Config, ranges: AwsIpRanges) -> list[str]:
-    """A trusted proxy network that overlaps AWS's published ranges trusts forwarding headers
-    written by whoever holds those addresses: any AWS customer (an EC2 instance, a Lambda, another
-    CloudFront distribution) could then name any edge in X-Forwarded-For."""
-    out = []
-    for net in config.trusted_proxies:
-        hits = [r for r in ranges.records if r.prefix.version == net.version and r.prefix.overlaps(net)]
-        if hits:
-            sample = ", ".join(f"{r.prefix} {r.region} {r.service}" for r in hits[:3])
-            out.append(
-                f"{config.path}: trusted_proxies: {net} overlaps AWS shared ranges ({sample}"
-                f"{f' and {len(hits) - 3} more' if len(hits) > 3 else ''}): every AWS customer with an address "
-                "there is trusted to write X-Forwarded-For; list only your own load balancers' subnets"
-            )
-    return out
 
 
 def _policy_summary(report: PolicyReport) -> dict[str, Any]:

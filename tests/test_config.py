@@ -13,6 +13,7 @@ from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from originshield.aws import load
+from originshield.cli import main
 from originshield.config import Config, load_config, loads_config
 from originshield.errors import ConfigError
 from originshield.refresher import Refresher
@@ -322,6 +323,27 @@ def test_warnings_are_logged_at_startup(caplog: pytest.LogCaptureFixture) -> Non
     messages = [r.getMessage() for r in caplog.records if r.name == "originshield.config"]
     assert any("cdn-proxy" in m for m in messages)
     assert any("embedded snapshot is never refreshed" in m for m in messages)
+
+
+def test_shared_pool_warnings_are_the_same_at_startup_and_in_check_config(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Both kinds: an AWS pool without the secret (from the file) and a trusted proxy inside AWS's
+    # shared ranges (3.2.58.0/24: us-east-1 AMAZON, needs the ranges). One producer, two readers.
+    text = SHARED.replace('default_policy = "region"', 'default_policy = "region"\ntrusted_proxies = ["3.2.58.0/24"]')
+    path = tmp_path / "shared.toml"
+    path.write_text(text, encoding="utf-8")
+    config = load_config(path, environ={})
+    with caplog.at_level(logging.WARNING, logger="originshield"):
+        config.build(app, environ={})
+    logged = [r.getMessage() for r in caplog.records if r.name == "originshield.config"]
+    assert any("trusted_proxies: 3.2.58.0/24 overlaps AWS shared ranges" in m for m in logged)
+    assert any("policies.region: allows" in m and "cdn-proxy" in m for m in logged)
+    # The middleware's own wording of the policy warning stays silent: one line per risk.
+    assert not [r for r in caplog.records if r.name != "originshield.config" and "cdn-proxy" in r.getMessage()]
+    assert main(["check-config", str(path)]) == 0
+    printed = [line.removeprefix("warning: ") for line in capsys.readouterr().out.splitlines() if "warning: " in line]
+    assert printed == logged
 
 
 def test_report_only_and_unused_policies_warn() -> None:

@@ -1,8 +1,9 @@
-"""The configuration file: TOML (read with :mod:`tomllib`) plus a few environment overrides.
+"""Reading the configuration file: TOML (with :mod:`tomllib`) plus a few environment overrides.
 
 An operator adopts the product without writing Python: ``originshield serve app:app --config
-originshield.toml``. :func:`load_config` reads and validates a file into a :class:`Config`;
-:meth:`Config.build` turns it into an :class:`~originshield.middleware.OriginShield` (with a
+originshield.toml``. :func:`load_config` reads and validates a file into a
+:class:`~originshield.config.schema.Config`; :func:`~originshield.config.assemble.build` (also
+:meth:`Config.build`) turns it into an :class:`~originshield.middleware.OriginShield` (with a
 :class:`~originshield.refresher.Refresher` tied to the ASGI lifespan and a
 :class:`~originshield.geoip.CountryDatabase` when configured).
 
@@ -69,42 +70,23 @@ directory. Environment overrides (relative paths: to the working directory) are 
 
 from __future__ import annotations
 
-import difflib
-import functools
 import ipaddress
-import logging
 import os
-import secrets
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from . import aws
-from ._types import ASGIApp
-from .aws import DEFAULT_URL, AwsIpRanges, Network, Selector
-from .errors import ConfigError, OriginShieldError
-from .metrics import Counters
-from .middleware import OriginShield
-from .policy import CountryResolver, Policy, Route
-from .secret import SecretHeader
-from .snapshot import SnapshotHolder
+from originshield.aws import DEFAULT_URL, Network, Selector
+from originshield.errors import ConfigError
+from originshield.policy import Policy, Route
+from originshield.secret import SecretHeader
 
-if TYPE_CHECKING:
-    from .refresher import Refresher
+from ._text import kind, quoted, strip_prefix, suggest
+from .pools import policy_warnings
+from .schema import EMBEDDED, Config, GeoIPSettings, RangesSettings, SecretSettings, SnsSettings, local_file
 
-__all__ = [
-    "ENVIRONMENT",
-    "Config",
-    "GeoIPSettings",
-    "RangesSettings",
-    "SecretSettings",
-    "load_config",
-    "loads_config",
-]
-
-logger = logging.getLogger("originshield.config")
+__all__ = ["ENVIRONMENT", "load_config", "loads_config"]
 
 #: Environment variables that override the file (deployment-specific values: where the ranges come
 #: from and where files live), mapped to the key they replace.
@@ -163,296 +145,7 @@ _SELECTOR_KEYS: Final = ("services", "regions", "network_border_groups", "ip_ver
 _ROUTE_KEYS: Final = ("prefix", "policy", "methods", "name")
 # Keys that would put a secret value in the file: refused with a specific explanation.
 _SECRET_VALUE_KEYS: Final = frozenset({"value", "values", "secret", "secrets", "token", "password"})
-_EMBEDDED: Final = "embedded"
-
-
-# -- values ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RangesSettings:
-    """Where the AWS ranges come from and how they are kept fresh (``[ranges]``)."""
-
-    #: A URL (``https://``, ``http://``, ``file://``), a file path, or ``"embedded"`` (the snapshot in
-    #: the package; never refreshed).
-    source: str = DEFAULT_URL
-    cache_dir: str | None = None
-    refresh: bool = True
-    interval: float = 600.0
-    max_age: float = 86400.0
-    stale_action: str = "serve"
-    shrink_threshold: float = 0.25
-    shrink_window: float = 7 * 86400.0
-    timeout: float = 10.0
-
-    @property
-    def local_file(self) -> str | None:
-        """The file the source names, or None for a URL or the embedded snapshot."""
-        return None if self.source == _EMBEDDED else _local_path(self.source)
-
-
-@dataclass(frozen=True, slots=True)
-class SecretSettings:
-    """Where the secret header's accepted values come from (``[secret]``): never the values."""
-
-    header: str = "x-origin-verify"
-    env: str | None = None
-    file: str | None = None
-
-    @property
-    def origin(self) -> str:
-        """Where the values come from, for messages (``environment variable X`` / ``file F``)."""
-        return f"environment variable {self.env}" if self.env else f"file {self.file}"
-
-    def load(self, environ: Mapping[str, str] | None = None) -> SecretHeader:
-        """Read the accepted values now. Raises :class:`ConfigError` (never showing a value)."""
-        if self.env is not None:
-            return SecretHeader.from_env(self.header, self.env, environ)
-        assert self.file is not None  # noqa: S101 - guaranteed by the loader (env or file)
-        return SecretHeader.from_file(self.file, self.header)
-
-
-@dataclass(frozen=True, slots=True)
-class GeoIPSettings:
-    """The country database (``[geoip]``)."""
-
-    database: str
-    registered_country_fallback: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SnsSettings:
-    """The AmazonIpSpaceChanged endpoint (``[sns]``, :class:`originshield.sns.SnsEndpoint`)."""
-
-    path: str = "/_originshield/sns"
-    max_age: float = 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """A validated configuration file. Build the middleware with :meth:`build`."""
-
-    #: The file it was read from (in every message).
-    path: str
-    ranges: RangesSettings
-    secret: SecretSettings | None
-    geoip: GeoIPSettings | None
-    #: Policies by name, in file order.
-    policies: Mapping[str, Policy]
-    default_policy: str
-    routes: tuple[Route, ...]
-    trusted_proxies: tuple[Network, ...]
-    report_only: bool = False
-    rejection_status: int = 403
-    #: Deprecated (no decision cache since issue 12): read and ignored with a warning.
-    cache_size: int | None = None
-    #: Refusal log lines: full lines per (route, reason) and interval, and the interval (seconds).
-    log_burst: int = 10
-    log_interval: float = 60.0
-    #: Startup warnings (a shared AWS pool without the secret, report-only, no refresh, ...).
-    warnings: tuple[str, ...] = ()
-    #: Environment overrides applied, as ``VARIABLE -> key``.
-    overrides: tuple[str, ...] = field(default=())
-    sns: SnsSettings | None = None
-
-    @property
-    def default(self) -> Policy:
-        return self.policies[self.default_policy]
-
-    def selectors(self) -> tuple[Selector, ...]:
-        """Every distinct AWS selection the policies use (the refresher keeps each non-empty)."""
-        seen: dict[Selector, None] = {}
-        for policy in self.policies.values():
-            for sel in policy.selectors:
-                seen.setdefault(sel, None)
-        return tuple(seen)
-
-    # -- the parts -----------------------------------------------------------------------------------
-
-    def load_secret(self, environ: Mapping[str, str] | None = None) -> SecretHeader | None:
-        """The secret header with its current values, or None when ``[secret]`` is absent."""
-        if self.secret is None:
-            return None
-        try:
-            return self.secret.load(environ)
-        except ConfigError as exc:
-            raise ConfigError(f"{self.path}: secret: {_strip_prefix(str(exc), 'secret: ')}") from None
-
-    def open_geoip(self) -> CountryResolver | None:
-        """Open the GeoIP database (None when ``[geoip]`` is absent)."""
-        if self.geoip is None:
-            return None
-        from .geoip import CountryDatabase  # noqa: PLC0415 - only when configured
-
-        try:
-            return CountryDatabase(
-                self.geoip.database, registered_country_fallback=self.geoip.registered_country_fallback
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"{self.path}: geoip.database{self.env_note('geoip.database')}: {exc}") from None
-
-    def env_note(self, key: str) -> str:
-        """`` (from VARIABLE)`` when ``key`` was overridden by the environment, else empty."""
-        variables = [o.split(" -> ")[0] for o in self.overrides if o.endswith(f" -> {key}")]
-        return f" (from {variables[0]})" if variables else ""
-
-    def load_ranges(self) -> AwsIpRanges:
-        """The ranges a server would start with, without any network access: the source file, or
-        the newest of the cache file and the embedded snapshot (what ``export`` and ``explain`` use)."""
-        if self.ranges.source == _EMBEDDED:
-            return _embedded()
-        path = self.ranges.local_file
-        if path is not None:
-            return _load_file(path, self.path + self.env_note("ranges.source"))
-        return self.refresher(initial=None, watchers=()).current.ranges
-
-    def make_holder(self, watchers: Sequence[Any] = ()) -> SnapshotHolder:
-        """The snapshot holder for a server: a :class:`~originshield.refresher.Refresher` (its thread
-        is started by the middleware on lifespan startup when ``refresh`` is on), or a fixed
-        holder for ``source = "embedded"``."""
-        if self.ranges.source == _EMBEDDED:
-            if not watchers:
-                return SnapshotHolder(_embedded(), "embedded")
-            # A fixed snapshot, but a watched file (the GeoIP database) still needs the thread that
-            # checks it: a watch-only refresher that never fetches.
-            from .refresher import Refresher  # noqa: PLC0415
-
-            return Refresher(initial=_embedded(), selectors=self.selectors(), watchers=watchers, refresh=False)
-        path = self.ranges.local_file
-        initial = _load_file(path, self.path + self.env_note("ranges.source")) if path is not None else None
-        return self.refresher(initial=initial, watchers=watchers)
-
-    def refresher(self, *, initial: AwsIpRanges | None = None, watchers: Iterable[Any] = ()) -> Refresher:
-        """A :class:`~originshield.refresher.Refresher` with the ``[ranges]`` settings and the
-        policies' selections (never started here, never touching the network in the constructor);
-        ``originshield status/fetch --config`` use it as is."""
-        from .refresher import Refresher  # noqa: PLC0415 - only servers and offline loads need it
-
-        if self.ranges.source == _EMBEDDED:
-            raise ConfigError(
-                f"{self.path}: ranges.source: 'embedded' is a fixed snapshot: there is nothing to refresh"
-            )
-        r = self.ranges
-        try:
-            return Refresher(
-                r.source,
-                cache_dir=r.cache_dir,
-                selectors=self.selectors(),
-                interval=r.interval,
-                max_age=r.max_age,
-                stale_action=r.stale_action,  # type: ignore[arg-type]  # validated by the loader
-                shrink_threshold=r.shrink_threshold,
-                shrink_window=r.shrink_window,
-                timeout=r.timeout,
-                watchers=watchers,
-                initial=initial,
-                refresh=r.refresh,  # refresh = false: the thread only checks the watchers
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"{self.path}: ranges: {exc}") from None
-
-    def check_selections(self, ranges: AwsIpRanges) -> list[str]:
-        """Problems of the AWS selections against a document: names it does not know (with the
-        nearest known one) and selections that match nothing. Empty when all is well."""
-        problems: list[str] = []
-        known = {
-            "services": ranges.values("service"),
-            "regions": ranges.values("region"),
-            "network_border_groups": ranges.values("network_border_group"),
-        }
-        for name, policy in self.policies.items():
-            for i, sel in enumerate(policy.selectors):
-                where = f"{self.path}: policies.{name}.selectors[{i}]"
-                typo = False
-                for attr, values in known.items():
-                    for value in sorted(getattr(sel, attr) or ()):
-                        if value not in values:
-                            typo = True
-                            problems.append(
-                                f"{where}: {attr}: {value!r} is not in the ranges document "
-                                f"(syncToken {ranges.sync_token}){_suggest(value, values)}"
-                            )
-                if not typo and not sel.apply(ranges):
-                    problems.append(
-                        f"{where}: {sel.name!r} matches no prefix in the ranges document (syncToken "
-                        f"{ranges.sync_token})"
-                    )
-        return problems
-
-    # -- the middleware ------------------------------------------------------------------------------
-
-    def build(
-        self,
-        app: ASGIApp,
-        *,
-        environ: Mapping[str, str] | None = None,
-        ranges: AwsIpRanges | SnapshotHolder | None = None,
-        secret: SecretHeader | None = None,
-        geoip: CountryResolver | None = None,
-        counters: Counters | None = None,
-        manage_refresher: bool | None = None,
-        log_warnings: bool = True,
-    ) -> OriginShield:
-        """Wrap ``app`` in the configured :class:`OriginShield`.
-
-        By default everything is loaded here: the secret from its environment variable or file,
-        the GeoIP database, and a refresher for the ranges (started on lifespan startup when
-        ``[ranges] refresh`` is on). Pass ``ranges`` / ``secret`` / ``geoip`` to supply them
-        instead (the CLI's offline commands do). The startup warnings are logged unless
-        ``log_warnings`` is false.
-        """
-        if secret is None:
-            secret = self.load_secret(environ)
-        if geoip is None:
-            geoip = self.open_geoip()
-        if ranges is None:
-            watchers = [geoip] if geoip is not None and callable(getattr(geoip, "check", None)) else []
-            ranges = self.make_holder(watchers)
-        current = ranges.current.ranges if isinstance(ranges, SnapshotHolder) else ranges
-        problems = self.check_selections(current)
-        if problems:
-            raise ConfigError(problems[0])
-        if log_warnings:
-            for warning in self.warnings:
-                logger.warning("%s", warning)
-        if manage_refresher is None:  # a thread is needed to refresh the ranges or to watch a file
-            manage_refresher = self.ranges.refresh or bool(getattr(ranges, "watchers", ()))
-        manage = manage_refresher
-        sns = None
-        if self.sns is not None and callable(getattr(ranges, "refresh_now", None)):  # not for offline commands
-            from .sns import SnsEndpoint  # noqa: PLC0415 - needs the optional 'cryptography'
-
-            sns = SnsEndpoint(ranges, path=self.sns.path, max_age=self.sns.max_age)  # type: ignore[arg-type]
-        try:
-            return OriginShield(
-                app,
-                ranges=ranges,
-                default=self.default,
-                routes=self.routes,
-                trusted_proxies=self.trusted_proxies,
-                secret=secret,
-                geoip=geoip,
-                report_only=self.report_only,
-                status=self.rejection_status,
-                log_burst=self.log_burst,
-                log_interval=self.log_interval,
-                manage_refresher=manage,
-                counters=counters,
-                warn_shared_pools=False,  # already in self.warnings, with the file and key
-                sns=sns,
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"{self.path}: {exc}") from None
-
-    def placeholder_secret(self) -> SecretHeader | None:
-        """A secret with one random value nobody knows: for offline commands (``export``,
-        ``explain`` without the real values) that must build the policies but never verify."""
-        if self.secret is None:
-            return None
-        return SecretHeader.of(self.secret.header, [secrets.token_urlsafe(32)])
-
-
-# -- loading -------------------------------------------------------------------------------------------
+_MODES: Final = ("cloudfront", "direct", "peer")
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
@@ -515,39 +208,39 @@ class _Loader:
                     'images and backups); name an environment variable (env = "ORIGINSHIELD_SECRET") '
                     'or a file (file = "/run/secrets/origin-verify") that holds them',
                 )
-            hint = _suggest(key, allowed)
+            hint = suggest(key, allowed)
             raise self.error(full, "unknown key" + (hint or f" (valid keys: {', '.join(allowed)})"))
 
     def table(self, value: object, key: str) -> Mapping[str, Any]:
         if not isinstance(value, dict):
-            raise self.error(key, f"expected a table, got {_kind(value)}")
+            raise self.error(key, f"expected a table, got {kind(value)}")
         return value
 
     def string(self, value: object, key: str) -> str:
         if not isinstance(value, str) or not value.strip():
-            raise self.error(key, f"expected a non-empty string, got {_kind(value)}")
+            raise self.error(key, f"expected a non-empty string, got {kind(value)}")
         return value.strip()
 
     def boolean(self, value: object, key: str) -> bool:
         if not isinstance(value, bool):
-            raise self.error(key, f"expected true or false, got {_kind(value)}")
+            raise self.error(key, f"expected true or false, got {kind(value)}")
         return value
 
     def number(self, value: object, key: str, *, positive: bool = True) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.error(key, f"expected a number, got {_kind(value)}")
+            raise self.error(key, f"expected a number, got {kind(value)}")
         if positive and not value > 0:
             raise self.error(key, f"must be greater than 0, got {value!r}")
         return float(value)
 
     def integer(self, value: object, key: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"expected an integer, got {_kind(value)}")
+            raise self.error(key, f"expected an integer, got {kind(value)}")
         return value
 
     def strings(self, value: object, key: str) -> list[str]:
         if not isinstance(value, list):
-            raise self.error(key, f"expected a list of strings, got {_kind(value)}")
+            raise self.error(key, f"expected a list of strings, got {kind(value)}")
         return [self.string(v, f"{key}[{i}]") for i, v in enumerate(value)]
 
     def path(self, value: str) -> str:
@@ -595,12 +288,12 @@ class _Loader:
         if "default_policy" in doc:
             default = self.string(doc["default_policy"], "default_policy")
             if default not in policies:
-                raise self.error("default_policy", f"no policy named {default!r}{_suggest(default, policies)}")
+                raise self.error("default_policy", f"no policy named {default!r}{suggest(default, policies)}")
         elif len(policies) == 1:
             default = next(iter(policies))
         else:
             raise self.error(
-                "default_policy", f"missing: name the policy for paths no route covers ({_list(policies)})"
+                "default_policy", f"missing: name the policy for paths no route covers ({quoted(policies)})"
             )
         routes = self.load_routes(doc.get("routes", []), policies)
 
@@ -620,18 +313,18 @@ class _Loader:
                 )
         used = {default} | {r.policy.name for r in routes}
         unused = [n for n in policies if n not in used]
-        warnings = [*self.shared_pool_warnings(policies, routes, default)]
+        warnings = policy_warnings(self.name, policies, routes, default)
         if cache_size is not None:
             warnings.append(f"{self.name}: cache_size: deprecated and ignored (there is no decision cache)")
         if unused:
-            warnings.append(f"{self.name}: policies {_list(unused)}: defined but used by no route nor default_policy")
+            warnings.append(f"{self.name}: policies {quoted(unused)}: defined but used by no route nor default_policy")
         if report_only:
             warnings.append(
                 f"{self.name}: report_only: nothing is rejected; refusals are only logged and counted (action=reported)"
             )
-        if ranges.source != _EMBEDDED and not ranges.refresh:
+        if ranges.source != EMBEDDED and not ranges.refresh:
             warnings.append(f"{self.name}: ranges.refresh: false: the ranges are never refreshed and will age")
-        if ranges.source == _EMBEDDED:
+        if ranges.source == EMBEDDED:
             warnings.append(
                 f"{self.name}: ranges.source: the embedded snapshot is never refreshed; AWS adds ranges "
                 "every few days, so real CloudFront edges will start to be refused"
@@ -662,7 +355,7 @@ class _Loader:
         env_source = self.env("ORIGINSHIELD_RANGES_SOURCE")
         if env_source is not None:
             source = env_source
-        elif source != _EMBEDDED and _local_path(source) == source:
+        elif source != EMBEDDED and local_file(source) == source:
             source = self.path(source)  # a plain path in the file: relative to the file
         scheme = source.split("://", 1)[0].lower() if "://" in source else ""
         if scheme not in ("", "http", "https", "file"):
@@ -676,7 +369,7 @@ class _Loader:
         if env_cache is not None:
             cache_dir = env_cache
         refresh = self.boolean(table.get("refresh", True), "ranges.refresh")
-        if source == _EMBEDDED and (cache_dir is not None or "refresh" in table):
+        if source == EMBEDDED and (cache_dir is not None or "refresh" in table):
             key = "ranges.cache_dir" if cache_dir is not None else "ranges.refresh"
             raise self.error(
                 key,
@@ -692,7 +385,7 @@ class _Loader:
         return RangesSettings(
             source=source,
             cache_dir=cache_dir,
-            refresh=refresh and source != _EMBEDDED,
+            refresh=refresh and source != EMBEDDED,
             interval=self.number(table.get("interval", 600), "ranges.interval"),
             max_age=self.number(table.get("max_age", 86400), "ranges.max_age"),
             stale_action=stale_action,
@@ -721,7 +414,7 @@ class _Loader:
         try:
             SecretHeader.of(header, ["x" * 32])  # validates the header name only
         except ConfigError as exc:
-            raise self.error("secret.header", _strip_prefix(str(exc), "secret header name: ")) from None
+            raise self.error("secret.header", strip_prefix(str(exc), "secret header name: ")) from None
         return SecretSettings(header=header.lower(), env=env, file=file)
 
     def load_geoip(self, value: object) -> GeoIPSettings | None:
@@ -744,7 +437,7 @@ class _Loader:
             return None
         table = self.table(value, "sns")
         self.keys(table, _SNS_KEYS, "sns")
-        if not ranges.refresh or ranges.source == _EMBEDDED:
+        if not ranges.refresh or ranges.source == EMBEDDED:
             raise self.error("sns", "a notice makes the refresher fetch: needs [ranges] with a source and refresh on")
         path = self.string(table.get("path", "/_originshield/sns"), "sns.path")
         if not path.startswith("/") or "?" in path or "/." in path:
@@ -798,7 +491,7 @@ class _Loader:
         self.keys(table, _POLICY_KEYS, where)
         raw_selectors = table.get("selectors", [])
         if not isinstance(raw_selectors, list):
-            raise self.error(f"{where}.selectors", f"expected a list, got {_kind(raw_selectors)}")
+            raise self.error(f"{where}.selectors", f"expected a list, got {kind(raw_selectors)}")
         selectors = tuple(self.load_selector(s, f"{where}.selectors[{i}]") for i, s in enumerate(raw_selectors))
         cidrs = self.load_networks(table.get("cidrs", []), f"{where}.cidrs")
         if not selectors and not cidrs:
@@ -811,7 +504,7 @@ class _Loader:
             source = self.string(table["source"], f"{where}.source")
             if source not in ("cloudfront", "direct", "peer"):
                 raise self.error(
-                    f"{where}.source", f"must be cloudfront, direct or peer, got {source!r}{_suggest(source, _MODES)}"
+                    f"{where}.source", f"must be cloudfront, direct or peer, got {source!r}{suggest(source, _MODES)}"
                 )
             options["source"] = source
         for key in ("allow_countries", "deny_countries"):
@@ -823,17 +516,17 @@ class _Loader:
             raise self.error(f"{where}.viewer_address_header", "only applies to source = 'cloudfront'")
         preset = self.string(table["preset"], f"{where}.preset") if "preset" in table else None
         if preset is not None and preset not in _POLICY_PRESETS:
-            raise self.error(f"{where}.preset", f"unknown preset {preset!r}{_suggest(preset, _POLICY_PRESETS)}")
+            raise self.error(f"{where}.preset", f"unknown preset {preset!r}{suggest(preset, _POLICY_PRESETS)}")
         try:
             if preset is not None:  # topology 4: the peer in the VPC's private cidrs + the secret
                 return Policy.vpc_origin(cidrs, name, selectors=selectors, **options)
             return Policy(name, selectors=selectors, cidrs=cidrs, **options)
         except ConfigError as exc:
-            raise self.error(where, _strip_prefix(str(exc), f"policy {name!r}: ")) from None
+            raise self.error(where, strip_prefix(str(exc), f"policy {name!r}: ")) from None
 
     def load_routes(self, value: object, policies: Mapping[str, Policy]) -> tuple[Route, ...]:
         if not isinstance(value, list):
-            raise self.error("routes", f"expected an array of tables ([[routes]]), got {_kind(value)}")
+            raise self.error("routes", f"expected an array of tables ([[routes]]), got {kind(value)}")
         routes: list[Route] = []
         seen: dict[tuple[str, frozenset[str] | None], int] = {}
         names: dict[str, int] = {}
@@ -844,11 +537,11 @@ class _Loader:
             if "prefix" not in table:
                 raise self.error(f"{where}.prefix", 'missing: the path prefix, e.g. prefix = "/api"')
             if "policy" not in table:
-                raise self.error(f"{where}.policy", f"missing: one of {_list(policies)}")
+                raise self.error(f"{where}.policy", f"missing: one of {quoted(policies)}")
             prefix = self.string(table["prefix"], f"{where}.prefix")
             policy = self.string(table["policy"], f"{where}.policy")
             if policy not in policies:
-                raise self.error(f"{where}.policy", f"no policy named {policy!r}{_suggest(policy, policies)}")
+                raise self.error(f"{where}.policy", f"no policy named {policy!r}{suggest(policy, policies)}")
             methods = self.strings(table["methods"], f"{where}.methods") if "methods" in table else None
             try:
                 route = Route(
@@ -868,59 +561,3 @@ class _Loader:
             names[route.name] = i
             routes.append(route)
         return tuple(routes)
-
-    def shared_pool_warnings(
-        self, policies: Mapping[str, Policy], routes: Sequence[Route], default: str
-    ) -> Iterable[str]:
-        for name, policy in policies.items():
-            risk = policy.shared_pool_risk
-            if risk is None:
-                continue
-            covers = [r.name for r in routes if r.policy is policy] + (["default"] if name == default else [])
-            pools = ", ".join(s.name for s in policy.selectors)
-            yield (
-                f"{self.name}: policies.{name}: allows {pools} (routes: {', '.join(covers) or 'none'}) without "
-                f"require_secret = true. {risk[0].upper()}{risk[1:]}. Unless the app authenticates every client "
-                "itself, add a [secret] table and require_secret = true."
-            )
-
-
-_MODES: Final = ("cloudfront", "direct", "peer")
-
-
-@functools.cache
-def _embedded() -> AwsIpRanges:
-    # Immutable, and the same bytes for the life of the process: parse it once (about 0.5 s).
-    return aws.load(None)
-
-
-def _local_path(source: str) -> str | None:
-    from .fetch import local_path  # noqa: PLC0415 - the refresher's rule for what names a file
-
-    return local_path(source)
-
-
-def _load_file(path: str, config: str) -> AwsIpRanges:
-    try:
-        return aws.load(path)
-    except (OSError, OriginShieldError) as exc:
-        raise ConfigError(f"{config}: ranges.source: cannot load {path!r}: {exc}") from None
-
-
-def _suggest(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _list(names: Iterable[str]) -> str:
-    return ", ".join(repr(n) for n in names)
-
-
-def _kind(value: object) -> str:
-    names: dict[type, str] = {str: "a string", bool: "a boolean", int: "an integer", float: "a number"}
-    names |= {list: "an array", dict: "a table"}
-    return names.get(type(value), type(value).__name__) + ("" if isinstance(value, (list, dict)) else f" ({value!r})")
-
-
-def _strip_prefix(text: str, prefix: str) -> str:
-    return text[len(prefix) :] if text.startswith(prefix) else text
