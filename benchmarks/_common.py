@@ -109,8 +109,8 @@ class Section:
 
 @functools.cache
 def snapshot() -> AwsIpRanges:
-    """The embedded snapshot, parsed once per process (``originshield.load()`` takes ~0.3 s)."""
-    return originshield.load()
+    """The embedded snapshot, parsed once per process (``originshield.load_ranges()`` takes ~0.3 s)."""
+    return originshield.load_ranges()
 
 
 def callgrind_summary(dump: Path) -> int:

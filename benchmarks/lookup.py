@@ -1,6 +1,6 @@
 """Lookup cost on the full real snapshot (issue 2): originshield vs the usual Python peers.
 
-Data: every record of ``originshield.load()`` (the embedded snapshot: all services, IPv4 and IPv6).
+Data: every record of ``originshield.load_ranges()`` (the embedded snapshot: all services, IPv4 and IPv6).
 Every structure stores, per prefix, the tuple of records listed for it, so each answers "which
 prefix, region and service" (netaddr's ``IPSet`` and the ``ipaddress`` scan aside: they answer
 membership / the list of containing networks).
@@ -288,7 +288,7 @@ def run(quick: bool = False) -> tuple[Section, Section]:
     rounds = 1 if quick else 5
     per_version = 2000 if quick else 20000
     t0 = time.perf_counter()
-    ranges: AwsIpRanges = originshield.load()
+    ranges: AwsIpRanges = originshield.load_ranges()
     load_s = time.perf_counter() - t0
     doc = gzip.decompress(resources.files("originshield").joinpath("data", "ip-ranges.json.gz").read_bytes())
     records = ranges.records
@@ -327,7 +327,7 @@ def run(quick: bool = False) -> tuple[Section, Section]:
     section = Section("lookup", "Lookup (issue 2)")
     section.intro = (
         f"Full embedded snapshot (syncToken {ranges.sync_token}, {len(records)} records, {len(by_prefix)} distinct "
-        f"prefixes, IPv4 + IPv6), loaded by `originshield.load()` in {load_s * 1000:.0f} ms. Workload: "
+        f"prefixes, IPv4 + IPv6), loaded by `originshield.load_ranges()` in {load_s * 1000:.0f} ms. Workload: "
         f"{per_version} addresses per IP version, half inside random AWS prefixes and half random; `mixed` "
         f"alternates IPv4 and IPv6. Median of {rounds} interleaved round(s); ns per call from Python, string "
         f"input, full attribution where the structure has it. `originshield.radix.ACCELERATED = "
@@ -429,7 +429,8 @@ def run(quick: bool = False) -> tuple[Section, Section]:
         build.notes.append(
             f"originshield tree: {stats.get('prefixes')} prefixes, {stats.get('nodes')} nodes, "
             f"{stats.get('leaf_tuples')} leaf tuples, {stats.get('bytes', 0) / 1e6:.1f} MB by `RadixTree.stats()`; "
-            f"`originshield.load()` (gunzip + parse + validate the embedded document) took {load_s * 1000:.0f} ms."
+            f"`originshield.load_ranges()` (gunzip + parse + validate the embedded document) took "
+            f"{load_s * 1000:.0f} ms."
         )
         bt = median(os_v.build_s)
         build.goals.append(Goal(2, "build the tree for the full snapshot", "< 0.5 s", f"{bt:.3f} s", bt < 0.5))

@@ -48,7 +48,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from originshield.aws import AwsIpRanges, Selector
+from originshield import Selector
+from originshield.aws import AwsIpRanges
 from originshield.radix import RadixTree
 from originshield.refresher import Refresher, _ParseWorker
 from originshield.snapshot import Snapshot

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from originshield import OriginShield, Policy, Route, SecretHeader, load
+from originshield import OriginShield, Policy, Route, SecretHeader, load_ranges
 from originshield.aws import AwsIpRanges
 from originshield.client_ip import parse_forwarded_entry, parse_viewer_address
 from originshield.errors import InvalidAddress
@@ -126,7 +126,7 @@ TOPOLOGIES: dict[str, Callable[[AwsIpRanges], OriginShield]] = {
 
 def subjects(ranges: AwsIpRanges | None = None) -> list[tuple[str, Any]]:
     """One configured subject per topology, in :data:`TOPOLOGIES` order."""
-    ranges = load() if ranges is None else ranges
+    ranges = load_ranges() if ranges is None else ranges
     return [(name, build(ranges)) for name, build in TOPOLOGIES.items()]
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from fuzz import adapter
 from fuzz._input import Input, Mismatch
 from fuzz.scopes import Pools, scope_from
-from originshield import load
+from originshield import load_ranges
 from originshield.policy import REASONS
 
 __all__ = ["one_input"]
@@ -40,7 +40,7 @@ _state: tuple[list[tuple[str, Any]], Pools] | None = None
 def _setup() -> tuple[list[tuple[str, Any]], Pools]:
     global _state  # noqa: PLW0603 (built once per process: compiling the engines takes seconds)
     if _state is None:
-        ranges = load()
+        ranges = load_ranges()
         _state = (adapter.subjects(ranges), Pools(ranges))
     return _state
 

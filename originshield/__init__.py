@@ -1,6 +1,8 @@
 """originshield: admit only Amazon CloudFront / AWS traffic to a web origin."""
 
-from .aws import AwsIpRanges, Record, Selection, load
+from importlib import metadata as _metadata
+
+from .aws import AwsIpRanges, Record, load, load_ranges
 from .config import Config, load_config
 from .errors import ConfigError, InvalidAddress, OriginShieldError, RangesError
 from .geoip import CountryDatabase, GeoIPDatabaseError
@@ -10,8 +12,10 @@ from .policy import CountryResolver, Decision, Policy, Route
 from .radix import RadixTree
 from .refresher import FileWatcher, Refresher, RefresherStatus, RefreshResult, Reloadable, WatchedFile
 from .secret import SecretHeader
+from .selector import PRESETS, Selection, Selector
 
 __all__ = [
+    "PRESETS",
     "AwsIpRanges",
     "Config",
     "ConfigError",
@@ -35,8 +39,15 @@ __all__ = [
     "Route",
     "SecretHeader",
     "Selection",
+    "Selector",
     "WatchedFile",
-    "load",
+    "load",  # deprecated alias of load_ranges (warns when called)
     "load_config",
+    "load_ranges",
 ]
-__version__ = "0.1.0"
+
+# The version lives in pyproject.toml only; the installed distribution's metadata carries it.
+try:
+    __version__ = _metadata.version("originshield")
+except _metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"

@@ -16,15 +16,19 @@ import ipaddress
 import json
 import os
 import re
+import warnings
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Final
 
 from .errors import RangesError
+from .selector import PRESETS, Selection, Selector
 
+# PRESETS, Selection and Selector live in originshield.selector; re-exported here for code written
+# against 0.1 (and for the branches being merged with the #15 split), until nothing imports them here.
 __all__ = [
     "DEFAULT_URL",
     "MAX_DOCUMENT_BYTES",
@@ -35,6 +39,7 @@ __all__ = [
     "Selection",
     "Selector",
     "load",
+    "load_ranges",
     "loads_strict",
     "strict_decoder",
 ]
@@ -74,127 +79,6 @@ class Record:
             "service": self.service,
             "network_border_group": self.network_border_group,
         }
-
-
-#: Named selections (preset name -> services, None for every service), for configuration and the
-#: CLI. ``region:<name>`` and ``service:<NAME>`` are parametric and handled by :meth:`Selector.preset`.
-PRESETS: Final[Mapping[str, frozenset[str] | None]] = {
-    # Origin-facing CloudFront servers: what an origin behind CloudFront actually sees. Every region,
-    # not only GLOBAL: two of its IPv4 prefixes are listed under ap-northeast-2 and me-central-1.
-    "cloudfront-origin-facing": frozenset({"CLOUDFRONT_ORIGIN_FACING"}),
-    "cloudfront": frozenset({"CLOUDFRONT"}),
-    "route53-healthchecks": frozenset({"ROUTE53_HEALTHCHECKS"}),
-    "amazon": frozenset({"AMAZON"}),
-    "ec2": frozenset({"EC2"}),
-    "all": None,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """The records of one document that match a filter; what :class:`RadixTree` is built from."""
-
-    records: tuple[Record, ...]
-    sync_token: int
-    description: str
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __iter__(self) -> Iterator[Record]:
-        return iter(self.records)
-
-    def __bool__(self) -> bool:
-        return bool(self.records)
-
-    def prefixes(self) -> frozenset[Network]:
-        """The distinct prefixes (a prefix listed under several services counts once)."""
-        return frozenset(r.prefix for r in self.records)
-
-
-@dataclass(frozen=True, slots=True)
-class Selector:
-    """A filter independent of any one document: policies hold it, and every new publication is
-    selected with it again (the refresher checks that the result is not empty and did not shrink).
-
-    ``None`` means "any". Build one with :meth:`of` (validating) or :meth:`preset`.
-    """
-
-    services: frozenset[str] | None = None
-    regions: frozenset[str] | None = None
-    network_border_groups: frozenset[str] | None = None
-    ip_versions: frozenset[int] | None = None
-    name: str = ""
-
-    @classmethod
-    def of(
-        cls,
-        services: Iterable[str] | None = None,
-        regions: Iterable[str] | None = None,
-        network_border_groups: Iterable[str] | None = None,
-        ip_versions: Iterable[int] | None = None,
-        name: str = "",
-    ) -> Selector:
-        ver: frozenset[int] | None = None
-        if ip_versions is not None:
-            ver = frozenset(ip_versions)
-            if not ver or not ver <= {4, 6}:
-                raise ValueError(f"ip_versions must be a non-empty subset of {{4, 6}}, got {sorted(ver)}")
-        svc = _name_set("services", services)
-        reg = _name_set("regions", regions)
-        nbg = _name_set("network_border_groups", network_border_groups)
-        if not name:
-            parts = [
-                f"{label}={','.join(sorted(map(str, values)))}"
-                for label, values in (
-                    ("services", svc),
-                    ("regions", reg),
-                    ("network_border_groups", nbg),
-                    ("ip_versions", ver),
-                )
-                if values is not None
-            ]
-            name = " ".join(parts) or "all"
-        return cls(svc, reg, nbg, ver, name)
-
-    @classmethod
-    def preset(cls, name: str) -> Selector:
-        """A named selection: a key of :data:`PRESETS`, ``region:<name>`` or ``service:<NAME>``."""
-        kind, sep, arg = name.partition(":")
-        if sep:
-            if kind not in ("region", "service") or not arg:
-                raise ValueError(f"unknown preset {name!r}: expected region:<name> or service:<NAME>")
-            return cls.of(regions=[arg], name=name) if kind == "region" else cls.of(services=[arg], name=name)
-        try:
-            return cls.of(services=PRESETS[name], name=name)
-        except KeyError:
-            known = ", ".join([*PRESETS, "region:<name>", "service:<NAME>"])
-            raise ValueError(f"unknown preset {name!r}; known: {known}") from None
-
-    def apply(self, ranges: AwsIpRanges) -> Selection:
-        # Remembered per document: the middleware compiles several policies that usually share a
-        # selector, and the refresher checks the same selection before the swap.
-        found = ranges._selections.get(self)
-        if found is not None:
-            return found
-        records = ranges.records
-        positions = ranges._positions
-        wanted = positions.candidates(self) if positions is not None else None
-        pool: Iterable[Record] = records if wanted is None else [records[i] for i in wanted]
-        chosen = tuple(self.select(pool))
-        return ranges._selections.setdefault(self, Selection(chosen, ranges.sync_token, self.name))
-
-    def select(self, records: Iterable[Record]) -> Iterator[Record]:
-        """The records among ``records`` that this selector selects, in their order."""
-        svc, reg, nbg, ver = self.services, self.regions, self.network_border_groups, self.ip_versions
-        return (
-            r
-            for r in records
-            if (svc is None or r.service in svc)
-            and (reg is None or r.region in reg)
-            and (nbg is None or r.network_border_group in nbg)
-            and (ver is None or r.prefix.version in ver)
-        )
 
 
 class _Positions:
@@ -245,7 +129,7 @@ class _Positions:
 
 @dataclass(frozen=True, slots=True)
 class AwsIpRanges:
-    """A validated ip-ranges.json document. Immutable; build one with :meth:`from_bytes` or :func:`load`."""
+    """A validated ip-ranges.json document. Immutable; build one with :meth:`from_bytes` or :func:`load_ranges`."""
 
     sync_token: int
     create_date: datetime
@@ -300,6 +184,20 @@ class AwsIpRanges:
         """A named selection: a key of :data:`PRESETS`, ``region:<name>`` or ``service:<NAME>``."""
         return Selector.preset(name).apply(self)
 
+    def selection(self, selector: Selector) -> Selection:
+        """The records ``selector`` selects, in document order (what :meth:`Selector.apply` returns)."""
+        # Remembered per document: the middleware compiles several policies that usually share a
+        # selector, and the refresher checks the same selection before the swap.
+        found = self._selections.get(selector)
+        if found is not None:
+            return found
+        records = self.records
+        positions = self._positions
+        wanted = positions.candidates(selector) if positions is not None else None
+        pool: Iterable[Record] = records if wanted is None else [records[i] for i in wanted]
+        chosen = tuple(selector.select(pool))
+        return self._selections.setdefault(selector, Selection(chosen, self.sync_token, selector.name))
+
 
 def _indexed(ranges: AwsIpRanges, positions: _Positions) -> AwsIpRanges:
     """``ranges`` with ``positions`` attached (they must describe exactly its records)."""
@@ -307,7 +205,7 @@ def _indexed(ranges: AwsIpRanges, positions: _Positions) -> AwsIpRanges:
     return ranges
 
 
-def load(path: str | os.PathLike[str] | None = None) -> AwsIpRanges:
+def load_ranges(path: str | os.PathLike[str] | None = None) -> AwsIpRanges:
     """Load a document from a file (JSON or gzip), or the embedded snapshot when ``path`` is None."""
     if path is None:
         data = resources.files(__package__).joinpath("data", _EMBEDDED).read_bytes()
@@ -316,6 +214,12 @@ def load(path: str | os.PathLike[str] | None = None) -> AwsIpRanges:
         # Read one byte past the bound so an oversized file is detected without reading all of it.
         data = f.read(MAX_DOCUMENT_BYTES + 1)
     return _parse(_decompress(data), os.fspath(path))
+
+
+def load(path: str | os.PathLike[str] | None = None) -> AwsIpRanges:
+    """Deprecated alias of :func:`load_ranges` (the name did not say what it loads)."""
+    warnings.warn("originshield.load() is deprecated: use load_ranges()", DeprecationWarning, stacklevel=2)
+    return load_ranges(path)
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -465,17 +369,3 @@ def _network(text: str, where: str, version: int) -> Network:
     if net.version != version:
         raise RangesError(f"{where}: {text!r} is IPv{net.version}, expected IPv{version} in this list")
     return net
-
-
-def _name_set(label: str, values: Iterable[str] | None) -> frozenset[str] | None:
-    if values is None:
-        return None
-    if isinstance(values, str):  # a bare string would be iterated letter by letter
-        values = [values]
-    result = frozenset(values)
-    bad = [v for v in result if not isinstance(v, str) or not v]
-    if not result or bad:
-        raise ValueError(
-            f"{label} must be a non-empty collection of non-empty strings, got {sorted(map(repr, result))}"
-        )
-    return result

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import __version__
 from ._types import Receive, Scope, Send
-from .aws import AwsIpRanges, Network, Selector, load
+from .aws import AwsIpRanges, Network, load_ranges
 from .config import Config, load_config
 from .engine import PolicyReport
 from .errors import ConfigError, OriginShieldError, RangesError
@@ -31,6 +31,7 @@ from .middleware import OriginShield
 from .policy import Decision
 from .radix import RadixTree
 from .refresh.guard import intervals, overlap, size
+from .selector import Selector
 
 __all__ = ["build_parser", "main"]
 
@@ -45,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _load_ranges(path: str | None) -> AwsIpRanges:
-    return load(path)
+    return load_ranges(path)
 
 
 def describe_ranges(ranges: AwsIpRanges, now: datetime | None = None) -> dict[str, object]:
@@ -106,7 +107,7 @@ async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:  # pragma
 
 
 def _config_ranges(config: Config, path: str | None) -> AwsIpRanges:
-    return load(path) if path else config.load_ranges()
+    return load_ranges(path) if path else config.load_ranges()
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -335,7 +336,7 @@ def _print_decision(
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    old, new = load(args.old), load(args.new)
+    old, new = load_ranges(args.old), load_ranges(args.new)
     for flag, given, field in (("--service", args.service, "service"), ("--region", args.region, "region")):
         known = {getattr(r, field) for doc in (old, new) for r in doc.records}
         for name in given or ():
@@ -530,8 +531,8 @@ def run_fetch(
     source answered with valid data (applied, not modified or unchanged), 1 when it failed, the
     document was refused, or the cache directory could not be written.
     """
-    from .aws import PRESETS, Selector  # noqa: PLC0415
     from .refresher import Refresher  # noqa: PLC0415 - not needed by the other commands
+    from .selector import PRESETS  # noqa: PLC0415
 
     # Without a configuration the policies' selections are unknown: guard every preset, so that
     # no cache a preset-based configuration would refuse is written (issue 13: a document without

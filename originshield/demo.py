@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final, TextIO
 
 from ._types import Receive, Scope, Send
-from .aws import AwsIpRanges, load
+from .aws import AwsIpRanges, load_ranges
 from .config import Config, loads_config
 from .metrics import CounterKey, Counters
 from .middleware import OriginShield
@@ -187,7 +187,7 @@ def run_demo(*, check: bool, host: str = "127.0.0.1", port: int = 0, out: TextIO
         value = "demo-" + secrets.token_urlsafe(24)
         environ[SECRET_ENV] = value
     config: Config = loads_config(DEMO_CONFIG, name="<demo config>", environ=environ)
-    ranges = load(None)
+    ranges = load_ranges(None)
     counters = Counters()
     shield: OriginShield = config.build(demo_app, environ=environ, counters=counters, log_warnings=False)
     edge, edge_record = pick_edge(ranges)

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
-from .aws import AwsIpRanges, Network, load
+from .aws import AwsIpRanges, Network, load_ranges
 from .client_ip import TrustedProxies
 from .engine import DEFAULT_ROUTE, Binding, Engine, Outcome, PolicyReport
 from .errors import ConfigError
@@ -190,7 +190,7 @@ class OriginShield(_Shield):
             )
 
         if ranges is None:
-            holder = SnapshotHolder(load(), "embedded")
+            holder = SnapshotHolder(load_ranges(), "embedded")
         elif isinstance(ranges, AwsIpRanges):
             holder = SnapshotHolder(ranges, "file")
         elif isinstance(ranges, SnapshotHolder):

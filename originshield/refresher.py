@@ -1010,7 +1010,7 @@ class Refresher(SnapshotHolder):
         """The newest of the cache and the embedded snapshot, each through the same checks as a
         download (strict parser, dates, non-empty selections). A cache file that fails them is set
         aside (renamed, logged) and the next best source is served."""
-        embedded = aws.load(None) if initial is None else initial
+        embedded = aws.load_ranges(None) if initial is None else initial
         base: Source = "embedded" if initial is None or initial.source == "embedded" else "file"
         self._doc = embedded
         cache = self._cache

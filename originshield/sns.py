@@ -53,9 +53,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._types import ASGIApp, Receive, Scope, Send
-from .aws import Selector
 from .errors import ConfigError
 from .policy import Policy, Route
+from .selector import Selector
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey

@@ -23,8 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from originshield import OriginShield, Refresher, SecretHeader
-from originshield.aws import Selector, load
+from originshield import OriginShield, Refresher, SecretHeader, Selector, load_ranges
 
 SECRET = "servers-origin-secret-0123456789"
 # A small document written by the test (parsing the full 2.6 MB one costs each server seconds).
@@ -79,7 +78,7 @@ refresher = RecordingRefresher(
     str(RANGES),
     cache_dir=os.environ.get("OS_TEST_CACHE") or None,
     selectors=[Selector.preset("cloudfront-origin-facing")],
-    initial=load(RANGES),
+    initial=load_ranges(RANGES),
     parse_worker=False,
 )
 app: Any = OriginShield(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from originshield.aws import load
+from originshield.aws import load_ranges
 from originshield.cli import main
 
 from .configs import alb_config
@@ -151,7 +151,7 @@ def test_dates_in_one_format(config: str, caplog: pytest.LogCaptureFixture, caps
     main(["explain", "--config", config, "--peer", "10.0.4.4", "--json"])
     main(["diff", str(old), str(new), "--json", "--service", "CLOUDFRONT_ORIGIN_FACING"])
     with caplog.at_level(logging.INFO, logger="originshield"):
-        SnapshotHolder(load(str(old))).publish(load(str(new)), "file")
+        SnapshotHolder(load_ranges(str(old))).publish(load_ranges(str(new)), "file")
     text = capsys.readouterr().out + caplog.text
     dates = re.findall(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*", text)
     assert len(dates) >= 8

@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from originshield.aws import load
+from originshield.aws import load_ranges
 from originshield.cli import main
 from originshield.config import Config, load_config, loads_config
 from originshield.errors import ConfigError
@@ -234,7 +234,7 @@ def test_selection_typos_are_found_against_the_ranges_with_the_nearest_name() ->
         'selectors = ["cloudfront-origin-facing"]', 'selectors = [{ services = ["CLOUDFRONT_ORIGN_FACING"] }]'
     )
     config = parse(text)
-    problems = config.check_selections(load(None))
+    problems = config.check_selections(load_ranges(None))
     assert len(problems) == 1
     assert problems[0].startswith("test.toml: policies.cloudfront.selectors[0]: services: 'CLOUDFRONT_ORIGN_FACING'")
     assert "(did you mean 'CLOUDFRONT_ORIGIN_FACING'?)" in problems[0]
@@ -248,7 +248,7 @@ def test_a_selection_that_matches_nothing_is_a_problem() -> None:
         'selectors = ["cloudfront-origin-facing"]',
         'selectors = [{ services = ["CLOUDFRONT_ORIGIN_FACING"], regions = ["eu-west-3"] }]',
     )
-    problems = parse(text).check_selections(load(None))
+    problems = parse(text).check_selections(load_ranges(None))
     assert len(problems) == 1 and "matches no prefix" in problems[0]
 
 
@@ -272,7 +272,7 @@ def test_environment_overrides_source_paths_and_report_only(tmp_path: Path) -> N
     assert config.report_only
     assert len(config.overrides) == 5 and "ORIGINSHIELD_RANGES_SOURCE -> ranges.source" in config.overrides
     # A local file source is what the server starts with (no network), and what it watches.
-    assert config.load_ranges().sync_token == load(RANGES).sync_token
+    assert config.load_ranges().sync_token == load_ranges(RANGES).sync_token
     with pytest.raises(ConfigError, match="ORIGINSHIELD_REPORT_ONLY: expected true or false"):
         parse(BASE, {"ORIGINSHIELD_REPORT_ONLY": "maybe"})
 
@@ -283,7 +283,7 @@ def test_make_holder_is_a_refresher_for_a_source_and_fixed_for_embedded(tmp_path
     text = BASE.replace('source = "embedded"', f'source = "{RANGES}"\ncache_dir = "{tmp_path}"')
     refresher = parse(text).make_holder()
     assert isinstance(refresher, Refresher)
-    assert refresher.current.sync_token == load(RANGES).sync_token
+    assert refresher.current.sync_token == load_ranges(RANGES).sync_token
     assert not refresher.running  # started by the middleware on lifespan startup, not here
 
 

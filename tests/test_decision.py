@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from originshield import OriginShield, Policy, load
+from originshield import OriginShield, Policy, load_ranges
 from originshield.client_ip import parse_forwarded_entry, parse_viewer_address
 from originshield.engine import Engine
 from originshield.errors import InvalidAddress
@@ -113,7 +113,7 @@ def _country_engine() -> Engine:
     )
     return OriginShield(
         _truth_app,
-        ranges=load(),
+        ranges=load_ranges(),
         secret=secret(),
         default=policy,
         trusted_proxies=["10.0.0.0/16"],

@@ -28,7 +28,7 @@ from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 from starlette.testclient import TestClient
 
-from originshield.aws import load
+from originshield.aws import load_ranges
 from originshield.cli import main
 
 ROOT = Path(__file__).parent.parent
@@ -79,7 +79,7 @@ def asgi(example: str) -> Any:
 
 
 def test_addresses_used_here_are_what_the_comments_say() -> None:
-    ranges = load(RANGES)
+    ranges = load_ranges(RANGES)
     amazon = {(str(r.prefix), r.region) for r in ranges.records if r.service == "AMAZON"}
     assert ("3.2.58.0/24", "us-east-1") in amazon and ("15.230.221.0/24", "us-east-1") in amazon
     assert {r.region for r in ranges.records if r.prefix.overlaps(_net(EU_WEST_1))} == {"eu-west-1"}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from originshield.aws import Network, load
+from originshield.aws import Network, load_ranges
 from originshield.cli import main
 
 CONFIG = """
@@ -55,7 +55,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def expected() -> dict[str, tuple[list[Network], list[Network]]]:
     """Collapsed prefixes per policy, computed independently of the exporter."""
-    ranges = load(None)
+    ranges = load_ranges(None)
     out: dict[str, tuple[list[Network], list[Network]]] = {}
     for name, preset in (("cloudfront", "cloudfront-origin-facing"), ("region", "region:us-east-1")):
         found = ranges.preset(preset).prefixes()
@@ -188,7 +188,7 @@ def test_cidr_and_json(
         expected["cloudfront"][1],
     )
     doc = json.loads(export(config, capsys, "--format", "json", "--policy", "region"))
-    assert doc["policy"] == "region" and doc["sync_token"] == load(None).sync_token
+    assert doc["policy"] == "region" and doc["sync_token"] == load_ranges(None).sync_token
     assert (nets(doc["ipv4"]), nets(doc["ipv6"])) == expected["region"]
 
 

@@ -14,7 +14,7 @@ from fuzz import adapter, address, decision
 from fuzz.__main__ import replay
 from fuzz._input import Input, Mismatch
 from fuzz.scopes import Pools, scope_from
-from originshield import load
+from originshield import load_ranges
 
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
 
@@ -44,7 +44,7 @@ def test_a_mismatch_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_short_inputs_are_ordinary_requests() -> None:
     # Exhausted input reads as zeros, which every generator maps to the common case: an empty input
     # is a CloudFront request with the right secret from the topology's own peer.
-    pools = Pools(load())
+    pools = Pools(load_ranges())
     s = scope_from(Input(b""), pools, "10.0.3.17")
     assert s["client"] == ("10.0.3.17", 50000) and s["method"] == "GET" and s["path"] == "/"
     assert [name for name, _ in s["headers"]] == [b"x-forwarded-for", b"x-origin-verify"]

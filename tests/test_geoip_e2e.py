@@ -29,8 +29,7 @@ from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 from starlette.testclient import TestClient
 
-from originshield.aws import AwsIpRanges
-from originshield.aws import load as load_ranges
+from originshield.aws import AwsIpRanges, load_ranges
 from originshield.geoip import CountryDatabase
 from originshield.middleware import OriginShield
 from originshield.policy import Policy, Route

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from originshield import OriginShield, Policy, Route, SecretHeader, load
+from originshield import OriginShield, Policy, Route, SecretHeader, load_ranges
 from originshield._types import Message, Receive, Scope, Send
 from originshield.hostmetrics import HOST, HostMetrics, WorkerFigures, find_shield
 
@@ -38,7 +38,7 @@ async def ok_app(scope: Scope, receive: Receive, send: Send) -> None:
 def make_shield() -> OriginShield:
     return OriginShield(
         ok_app,
-        ranges=load(),
+        ranges=load_ranges(),
         secret=SecretHeader.of("x-origin-verify", [SECRET]),
         routes=[Route("/metrics", Policy.health_check(["127.0.0.0/8"], name="monitoring"))],
     )
@@ -170,7 +170,7 @@ def test_refresh_failures_and_stale_come_from_the_refresher(tmp_path: Path) -> N
     from originshield import Refresher
 
     missing = tmp_path / "missing.json"
-    refresher = Refresher(str(missing), initial=load(), max_age=1.0)
+    refresher = Refresher(str(missing), initial=load_ranges(), max_age=1.0)
     refresher.refresh_now()
     shield = OriginShield(ok_app, ranges=refresher, secret=SecretHeader.of("x-origin-verify", [SECRET]))
     text = HostMetrics(shield).prometheus_text()

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
-from originshield import AwsIpRanges, Counters, OriginShield, Policy, Route, SecretHeader, load
+from originshield import AwsIpRanges, Counters, OriginShield, Policy, Route, SecretHeader, load_ranges
 from originshield.errors import ConfigError
 from originshield.snapshot import SnapshotHolder
 
@@ -33,7 +33,7 @@ Message = MutableMapping[str, Any]
 
 @pytest.fixture(scope="module")
 def ranges() -> AwsIpRanges:
-    return load()
+    return load_ranges()
 
 
 def secret() -> SecretHeader:

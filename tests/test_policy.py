@@ -20,8 +20,7 @@ from typing import Any
 import maxminddb
 import pytest
 
-from originshield import AwsIpRanges, OriginShield, Policy, Route, SecretHeader, load
-from originshield.aws import Selector
+from originshield import AwsIpRanges, OriginShield, Policy, Route, SecretHeader, Selector, load_ranges
 from originshield.errors import ConfigError
 from originshield.policy import REASONS, Cidr, CountryResolver
 from originshield.snapshot import SnapshotHolder
@@ -57,7 +56,7 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:
 
 @pytest.fixture(scope="module")
 def ranges() -> AwsIpRanges:
-    return load()
+    return load_ranges()
 
 
 @pytest.fixture

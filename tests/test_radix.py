@@ -24,7 +24,7 @@ Lookup = Callable[[str], tuple[Record, ...]]
 
 @pytest.fixture(scope="module")
 def records() -> tuple[Record, ...]:
-    return aws.load(SNAPSHOT).records
+    return aws.load_ranges(SNAPSHOT).records
 
 
 @pytest.fixture(scope="module")

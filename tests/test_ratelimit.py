@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from originshield import Counters, OriginShield, SecretHeader, load
+from originshield import Counters, OriginShield, SecretHeader, load_ranges
 from originshield.errors import ConfigError
 from originshield.radix import SPEEDUPS
 from originshield.ratelimit import LogLimiter, _PyBudget
@@ -114,7 +114,9 @@ def _run(mw: Any, peer: str, headers: list[tuple[bytes, bytes]]) -> int:
 def test_a_flood_through_the_middleware(caplog: pytest.LogCaptureFixture) -> None:
     """Counts exact, the first lines in full, then one summary with the number suppressed."""
     secret = SecretHeader.of("x-origin-verify", [SECRET])
-    mw = OriginShield(_app, ranges=load(), secret=secret, log_burst=3, log_interval=3600, detect_proxy_rewrite=False)
+    mw = OriginShield(
+        _app, ranges=load_ranges(), secret=secret, log_burst=3, log_interval=3600, detect_proxy_rewrite=False
+    )
     good = [(b"x-forwarded-for", b"203.0.113.7"), (b"x-origin-verify", SECRET.encode())]
     with caplog.at_level(logging.INFO, logger="originshield"):
         for i in range(50):

@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from originshield.aws import AwsIpRanges, Record, Selector
+from originshield import Selector
+from originshield.aws import AwsIpRanges, Record
 from originshield.radix import RadixTree
 from originshield.refresher import Refresher, WatchedFile, _Interner, _Pacer, _parse_document
 from originshield.snapshot import Snapshot

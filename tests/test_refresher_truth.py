@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from originshield.aws import AwsIpRanges, Record, Selector
+from originshield import Selector
+from originshield.aws import AwsIpRanges, Record
 from originshield.cli import main
 from originshield.errors import RangesError
 from originshield.fetch import md5_hex
@@ -361,7 +362,7 @@ def test_an_md5_mismatch_keeps_the_data_and_retries_until_the_announced_document
 _PROBE = textwrap.dedent(
     """
     import json, sys
-    from originshield.aws import Selector
+    from originshield import Selector
     from originshield.radix import RadixTree
     from originshield.refresher import Refresher
 

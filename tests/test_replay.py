@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from originshield import OriginShield, SecretHeader
-from originshield.aws import load
+from originshield.aws import load_ranges
 from originshield.cli import main
 from originshield.replay import LogRequest, Replayer, read_logs
 from tests.data.logs.make_logs import EXPECTED
@@ -145,7 +145,7 @@ async def never_called(scope: Any, receive: Any, send: Any) -> None:
 
 
 def test_memory_stays_bounded_by_max_addresses() -> None:
-    ranges = load(ROOT / "tests" / "data" / "aws" / "ip-ranges.json")
+    ranges = load_ranges(ROOT / "tests" / "data" / "aws" / "ip-ranges.json")
     secret = SecretHeader.of("x-origin-verify", ["replay-test-secret-0123456789"])
     shield = OriginShield(never_called, ranges=ranges, secret=secret, detect_proxy_rewrite=False)
     replayer = Replayer(shield, ranges, secret=("x-origin-verify", "replay-test-secret-0123456789"), max_addresses=50)

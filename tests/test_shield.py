@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from originshield import AwsIpRanges, OriginShield, Policy, Route, SecretHeader, load
+from originshield import AwsIpRanges, OriginShield, Policy, Route, SecretHeader, load_ranges
 from originshield import engine as engine_module
 from originshield.radix import SPEEDUPS
 from originshield.snapshot import SnapshotHolder
@@ -40,7 +40,7 @@ _HAVE_VECTORCALL = 1 << 11  # Py_TPFLAGS_HAVE_VECTORCALL (Include/object.h)
 
 @pytest.fixture(scope="module")
 def ranges() -> AwsIpRanges:
-    return load()
+    return load_ranges()
 
 
 async def ok_app(scope: Scope, receive: Any, send: Any) -> None:
@@ -301,14 +301,14 @@ _PURE_PYTHON = """
 import asyncio, sys
 sys.modules["originshield._speedups"] = None  # as if built without a C compiler
 import uvicorn
-from originshield import OriginShield, Policy, load
+from originshield import OriginShield, Policy, load_ranges
 from originshield.radix import SPEEDUPS
 
 async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
 
-mw = OriginShield(app, ranges=load(), default=Policy.health_check(["10.0.0.0/8"]))
+mw = OriginShield(app, ranges=load_ranges(), default=Policy.health_check(["10.0.0.0/8"]))
 assert SPEEDUPS is None and OriginShield.__mro__[1] is object and OriginShield.__call__ is OriginShield._handle
 config = uvicorn.Config(mw, lifespan="off", log_level="warning")
 config.load()

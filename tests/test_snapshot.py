@@ -26,7 +26,7 @@ def _veto(snap: Snapshot) -> None:
 
 
 def test_a_veto_after_the_middleware_prepared_leaves_everything_on_the_old_data() -> None:
-    old, new = aws.load(HISTORY[0]), aws.load(HISTORY[-1])
+    old, new = aws.load_ranges(HISTORY[0]), aws.load_ranges(HISTORY[-1])
     holder = SnapshotHolder(old, "file")
     shield = OriginShield(_app, ranges=holder, default=Policy.region_locked(["us-east-1"]))
     holder.subscribe(_veto)  # registered after the middleware: runs after it has compiled
@@ -38,7 +38,7 @@ def test_a_veto_after_the_middleware_prepared_leaves_everything_on_the_old_data(
 
 
 def test_publish_commits_every_listener_then_swaps() -> None:
-    old, new = aws.load(HISTORY[0]), aws.load(HISTORY[-1])
+    old, new = aws.load_ranges(HISTORY[0]), aws.load_ranges(HISTORY[-1])
     holder = SnapshotHolder(old, "file")
     shield = OriginShield(_app, ranges=holder, default=Policy.region_locked(["us-east-1"]))
     seen: list[tuple[str, int]] = []
@@ -63,7 +63,7 @@ def test_stale_reject_snapshot_fails_closed_only_where_ranges_are_used() -> None
         return PlainTextResponse("ok")
 
     inner = Starlette(routes=[StarletteRoute("/{path:path}", ok)])
-    holder = SnapshotHolder(aws.load(HISTORY[-1]), "cache")
+    holder = SnapshotHolder(aws.load_ranges(HISTORY[-1]), "cache")
     health = Policy.health_check(["127.0.0.0/8"])
     shield = OriginShield(inner, ranges=holder, secret=secret, routes=[Route("/health", health, name="health")])
     edge = {"x-origin-verify": "stale-test-secret-0123456789", "x-forwarded-for": "198.51.100.7"}

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from originshield import OriginShield, Policy, Refresher, SecretHeader
-from originshield.aws import load
+from originshield.aws import load_ranges
 from originshield.sns import SNS_HOST, TOPIC_ARN, SnsEndpoint, canonical_string, parse_notice
 
 NOTICE_MD5 = "7fd59f5c7f5cf643036cbd4443ad3e4b"
@@ -401,7 +401,7 @@ def test_with_the_real_refresher(pki: Pki, sns: FakeSns, tmp_path: Path) -> None
     source = Path(__file__).parent / "data" / "aws" / "ip-ranges.json"
     document = tmp_path / "ip-ranges.json"
     document.write_bytes(source.read_bytes())
-    refresher = Refresher(str(document), initial=load(source), parse_worker=False)
+    refresher = Refresher(str(document), initial=load_ranges(source), parse_worker=False)
     ep = endpoint(pki, sns, refresher)
     md5 = hashlib.md5(document.read_bytes(), usedforsecurity=False).hexdigest()
     deadline = time.monotonic() + 20

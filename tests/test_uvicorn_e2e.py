@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request, WebSocket
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from originshield import AwsIpRanges, OriginShield, SecretHeader, load
+from originshield import AwsIpRanges, OriginShield, SecretHeader, load_ranges
 from originshield.snapshot import SnapshotHolder
 
 SECRET = "e2e-origin-secret-0123456789"
@@ -104,7 +104,7 @@ def serve(app: Any, **config: Any) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def ranges() -> AwsIpRanges:
-    return load()
+    return load_ranges()
 
 
 def shield_options(holder: SnapshotHolder) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
-from originshield import OriginShield, Policy, Route, SecretHeader, load
+from originshield import OriginShield, Policy, Route, SecretHeader, load_ranges
 from originshield.engine import Engine
 
 SECRET = "truth-table-secret-0123456789"
@@ -47,7 +47,7 @@ def engines() -> dict[int, Engine]:
     4. CloudFront VPC origin: private peers, the secret proves the distribution (direct mode on
        the VPC CIDR, secret required), plus a ``/api`` route for POST only behind the ALB.
     """
-    ranges = load()
+    ranges = load_ranges()
     health = Route("/health", Policy.health_check([VPC]))
     built = {
         1: OriginShield(_app, ranges=ranges, secret=secret(), routes=[health]),

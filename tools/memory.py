@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fuzz import adapter
-from originshield import load
+from originshield import load_ranges
 from originshield.radix import ACCELERATED
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -57,7 +57,7 @@ async def _send(message: Any) -> None:
 def _workload(seed: int, size: int) -> list[tuple[int, str, Any, list[tuple[bytes, bytes]]]]:
     """``size`` distinct requests: (topology index, path, client, headers)."""
     rng = random.Random(seed)
-    ranges = load()
+    ranges = load_ranges()
     edges = [
         str(r.prefix.network_address + rng.randrange(1, min(r.prefix.num_addresses, 2**16)))
         for r in ranges.select(services=["CLOUDFRONT_ORIGIN_FACING"])

@@ -15,8 +15,7 @@ endpoint itself)::
 import os
 
 from examples.app import app as origin
-from originshield import OriginShield, Policy, Refresher, Route, SecretHeader
-from originshield.aws import Selector
+from originshield import OriginShield, Policy, Refresher, Route, SecretHeader, Selector
 from originshield.sns import SnsEndpoint
 
 VPC = "10.0.0.0/16"  # the ALB subnets (your VPC CIDR)

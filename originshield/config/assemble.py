@@ -172,11 +172,11 @@ def build(
 @functools.cache
 def _embedded() -> AwsIpRanges:
     # Immutable, and the same bytes for the life of the process: parse it once (about 0.5 s).
-    return aws.load(None)
+    return aws.load_ranges(None)
 
 
 def _load_file(path: str, config: str) -> AwsIpRanges:
     try:
-        return aws.load(path)
+        return aws.load_ranges(path)
     except (OSError, OriginShieldError) as exc:
         raise ConfigError(f"{config}: ranges.source: cannot load {path!r}: {exc}") from None

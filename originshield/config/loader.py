@@ -77,10 +77,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from originshield.aws import DEFAULT_URL, Network, Selector
+from originshield.aws import DEFAULT_URL, Network
 from originshield.errors import ConfigError
 from originshield.policy import Policy, Route
 from originshield.secret import SecretHeader
+from originshield.selector import Selector
 
 from ._text import kind, quoted, strip_prefix, suggest
 from .pools import policy_warnings

@@ -13,10 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from originshield.aws import DEFAULT_URL, AwsIpRanges, Network, Selector
+from originshield.aws import DEFAULT_URL, AwsIpRanges, Network
 from originshield.errors import ConfigError
 from originshield.policy import CountryResolver, Policy, Route
 from originshield.secret import SecretHeader
+from originshield.selector import Selector
 
 from ._text import strip_prefix, suggest
 from .pools import proxy_warnings
