@@ -27,11 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TextIO
 
-from ._types import Receive, Scope, Send
-from .aws import AwsIpRanges, load_ranges
-from .config import Config, loads_config
-from .metrics import CounterKey, Counters
-from .middleware import OriginShield
+from originshield._types import Receive, Scope, Send
+from originshield.aws import AwsIpRanges, load_ranges
+from originshield.config import Config, loads_config
+from originshield.config.assemble import build
+from originshield.metrics import CounterKey, Counters
+from originshield.middleware import OriginShield
 
 __all__ = ["DEMO_CONFIG", "SECRET_ENV", "Case", "demo_app", "run_demo"]
 
@@ -189,7 +190,7 @@ def run_demo(*, check: bool, host: str = "127.0.0.1", port: int = 0, out: TextIO
     config: Config = loads_config(DEMO_CONFIG, name="<demo config>", environ=environ)
     ranges = load_ranges(None)
     counters = Counters()
-    shield: OriginShield = config.build(demo_app, environ=environ, counters=counters, log_warnings=False)
+    shield: OriginShield = build(config, demo_app, environ=environ, counters=counters, log_warnings=False)
     edge, edge_record = pick_edge(ranges)
     assert config.secret is not None  # noqa: S101 - the demo configuration has one
     header = config.secret.header
