@@ -3,6 +3,7 @@ overrides, secrets only by reference, shared-pool warnings, and a middleware bui
 
 from __future__ import annotations
 
+import ast
 import logging
 from pathlib import Path
 
@@ -387,3 +388,13 @@ def test_log_rate_limit_keys_and_deprecated_cache_size() -> None:
     assert "log_burst: must be 1 or more" in error_of("log_burst = 0\n" + BASE)
     assert "log_interval: must be greater than 0" in error_of("log_interval = 0\n" + BASE)
     assert not any("cache_size" in w for w in parse(BASE).warnings)
+
+
+def test_schema_and_loader_do_not_import_the_running_parts() -> None:
+    # A tool that only reads a configuration must not pay for (or be broken by) the middleware,
+    # the refresher thread or the GeoIP reader: only the composition root (assemble) imports them.
+    package = Path(__file__).parent.parent / "originshield" / "config"
+    for module in ("schema.py", "loader.py", "pools.py"):
+        tree = ast.parse((package / module).read_text(encoding="utf-8"))
+        top = [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
+        assert not {"originshield.middleware", "originshield.refresher", "originshield.geoip"} & set(top), module
