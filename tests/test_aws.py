@@ -28,11 +28,6 @@ def raw() -> dict[str, Any]:
     return doc
 
 
-@pytest.fixture(scope="module")
-def ranges() -> AwsIpRanges:
-    return aws.load(SNAPSHOT)
-
-
 def _doc(prefixes: list[Any] | None = None, ipv6: list[Any] | None = None, **top: Any) -> bytes:
     doc: dict[str, Any] = {
         "syncToken": "1787411825",

@@ -14,7 +14,6 @@ import http.client
 import ipaddress
 import os
 import runpy
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ from starlette.testclient import TestClient
 
 from originshield.aws import load
 from originshield.cli import main
+
+from .loopback import free_port
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
@@ -159,13 +160,6 @@ def test_per_route_policies(env: dict[str, str]) -> None:
 
 
 # -- under a real server ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_for(url: str, proc: subprocess.Popen[str]) -> None:

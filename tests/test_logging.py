@@ -20,7 +20,9 @@ from originshield.inservice import startup_line
 from originshield.logconfig import JsonFormatter, config_dict, config_path, main
 from originshield.policy import Policy, Route
 
-from .test_examples import RANGES, ROOT, SECRET, free_port, wait_for
+from .asgi import never_called
+from .loopback import free_port
+from .test_examples import RANGES, ROOT, SECRET, wait_for
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 #: 2026-11-29T13:40:01.123Z INFO originshield action=...
@@ -121,7 +123,7 @@ def test_json_formatter_keeps_hostile_text_on_one_line() -> None:
 
 def test_startup_line_names_ranges_policies_and_routes() -> None:
     shield = OriginShield(
-        _app,
+        never_called,
         default=Policy.cloudfront("public"),
         routes=[Route("/health", Policy.health_check(["10.0.0.0/16"], name="alb"), methods=frozenset({"GET"}))],
         secret=SecretHeader.of("x-origin-verify", [SECRET]),
@@ -132,7 +134,3 @@ def test_startup_line_names_ranges_policies_and_routes() -> None:
     assert re.search(r"public\(cloudfront\+secret,\d+_prefixes,digest=[0-9a-f]{12}\)", line)
     assert "alb(peer,1_prefixes,digest=" in line
     assert 'routes="/health[GET]->alb default->public"' in line
-
-
-async def _app(scope: object, receive: object, send: object) -> None:  # pragma: no cover - never called
-    raise AssertionError

@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .test_examples import RANGES, ROOT, SECRET, free_port
+from .loopback import free_port
+from .test_examples import RANGES, ROOT, SECRET
 
 SCRIPT = str(Path(sys.executable).with_name("originshield"))
 PER_ROUTE = "examples/per_route/originshield.toml"  # /health from 127.0.0.1 is allowed
