@@ -32,6 +32,8 @@ from originshield.cli import main
 
 from .loopback import free_port
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real server or process; run once in CI (ci/tests.sh)
+
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "examples"
 RANGES = ROOT / "tests" / "data" / "aws" / "ip-ranges.json"

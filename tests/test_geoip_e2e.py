@@ -36,6 +36,8 @@ from originshield.secret import SecretHeader
 from .asgi import ok_app
 from .loopback import uvicorn_thread
 
+pytestmark = pytest.mark.e2e  # a real uvicorn on 127.0.0.1
+
 DATA = Path(__file__).parent / "data"
 
 # Real addresses from tests/data/aws/ip-ranges.json (asserted in test_the_addresses_are_what_we_say).

@@ -26,6 +26,8 @@ from .asgi import ok_app
 from .loopback import free_port
 from .test_examples import RANGES, ROOT, SECRET, wait_for
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real server or process; run once in CI (ci/tests.sh)
+
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 KEY = ("default", "secret_missing", "rejected")
 

@@ -24,6 +24,8 @@ from .asgi import never_called
 from .loopback import free_port
 from .test_examples import RANGES, ROOT, SECRET, wait_for
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real server or process; run once in CI (ci/tests.sh)
+
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 #: 2026-11-29T13:40:01.123Z INFO originshield action=...
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING) ([\w.]+) (.*)$", re.MULTILINE)

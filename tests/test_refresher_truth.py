@@ -36,6 +36,8 @@ from .test_refresher import (
     _refresher,
 )
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real server or process; run once in CI (ci/tests.sh)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

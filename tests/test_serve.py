@@ -20,6 +20,8 @@ import pytest
 from .loopback import free_port
 from .test_examples import RANGES, ROOT, SECRET
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real server or process; run once in CI (ci/tests.sh)
+
 SCRIPT = str(Path(sys.executable).with_name("originshield"))
 PER_ROUTE = "examples/per_route/originshield.toml"  # /health from 127.0.0.1 is allowed
 

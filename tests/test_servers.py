@@ -37,7 +37,7 @@ from originshield.rewrite import HINTS
 from tests.loopback import free_port
 from tests.servers_app import SECRET
 
-pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.servers, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).parent.parent
 EDGE = "130.176.88.1"  # 130.176.88.0/21 GLOBAL CLOUDFRONT_ORIGIN_FACING (tests/data/aws/ip-ranges.json)

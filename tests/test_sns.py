@@ -341,6 +341,7 @@ async def app_404(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+@pytest.mark.e2e
 def test_served_by_the_middleware_under_its_own_policy(pki: Pki, sns: FakeSns) -> None:
     stub = StubRefresher()
     # The SNS path's own policy: here loopback (SNS's addresses are AWS us-east-1 in production).

@@ -26,6 +26,8 @@ from originshield.snapshot import SnapshotHolder
 
 from .loopback import uvicorn_thread
 
+pytestmark = pytest.mark.e2e  # a real uvicorn on 127.0.0.1
+
 SECRET = "e2e-origin-secret-0123456789"
 EDGE = "130.176.1.1"  # CLOUDFRONT_ORIGIN_FACING 130.176.0.0/18 in the embedded snapshot
 NOT_ORIGIN_FACING = "54.239.130.1"  # CLOUDFRONT (viewer-facing), not origin-facing
