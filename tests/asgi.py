@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-__all__ = ["Recorder", "http_scope", "never_called", "ok_app", "run_request"]
+from originshield.aws import AwsIpRanges
+from originshield.snapshot import SnapshotHolder
+
+__all__ = ["LifecycleHolder", "Recorder", "http_scope", "never_called", "ok_app", "run_request"]
 
 
 def http_scope(
@@ -83,3 +87,26 @@ class Recorder:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scopes.append(scope)
         await ok_app(scope, receive, send)
+
+
+class LifecycleHolder(SnapshotHolder):
+    """A ranges holder with the Refresher's lifecycle, for a middleware's lifespan: ``start()`` spawns a
+    thread, ``stop(timeout)`` ends it; ``events`` records the calls."""
+
+    def __init__(self, ranges: AwsIpRanges) -> None:
+        super().__init__(ranges, "embedded")
+        self.events: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.events.append("start")
+        self._thread = threading.Thread(target=self._stop.wait, name="test-refresher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 5.0) -> bool:
+        self.events.append("stop")
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return True

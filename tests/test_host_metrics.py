@@ -23,8 +23,8 @@ from originshield._types import Message
 from originshield.hostmetrics import HOST, HostMetrics, WorkerFigures, find_shield
 
 from .asgi import ok_app
+from .environment import RANGES, ROOT, SECRET, wait_for
 from .loopback import free_port
-from .test_examples import RANGES, ROOT, SECRET, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real server or process; run once in CI (ci/tests.sh)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,7 +21,7 @@ from originshield import AwsIpRanges, Counters, OriginShield, Policy, Route, Sec
 from originshield.errors import ConfigError
 from originshield.snapshot import SnapshotHolder
 
-from .asgi import Recorder, http_scope, run_request
+from .asgi import LifecycleHolder, Recorder, http_scope, run_request
 
 SECRET = "test-origin-secret-0123456789"
 EDGE, EDGE2, EDGE6 = "130.176.1.1", "15.158.1.1", "2600:9000:1000::1"
@@ -352,30 +351,8 @@ def test_geoip_reload_applies_to_the_next_request(ranges: AwsIpRanges) -> None:
 # -- lifespan and refresher lifecycle ---------------------------------------------------------------------
 
 
-class StartStopHolder(SnapshotHolder):
-    """A holder with the Refresher lifecycle: start() spawns a thread, stop(timeout) ends it."""
-
-    def __init__(self, ranges: AwsIpRanges) -> None:
-        super().__init__(ranges, "file")
-        self.events: list[str] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.events.append("start")
-        self._thread = threading.Thread(target=self._stop.wait, name="test-refresher", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float | None = 5.0) -> bool:
-        self.events.append("stop")
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return True
-
-
 def test_lifespan_starts_and_stops_the_refresher_and_reaches_the_app(ranges: AwsIpRanges) -> None:
-    holder = StartStopHolder(ranges)
+    holder = LifecycleHolder(ranges)
     seen: list[str] = []
 
     @asynccontextmanager
@@ -398,7 +375,7 @@ def test_lifespan_starts_and_stops_the_refresher_and_reaches_the_app(ranges: Aws
 
 
 def test_lazy_start_without_lifespan(ranges: AwsIpRanges) -> None:
-    holder = StartStopHolder(ranges)
+    holder = LifecycleHolder(ranges)
     shield = OriginShield(Recorder(), ranges=holder, secret=secret())
     assert holder.events == []
     run_request(shield, http_scope(list(GOOD), EDGE))
@@ -408,7 +385,7 @@ def test_lazy_start_without_lifespan(ranges: AwsIpRanges) -> None:
 
 
 def test_manage_refresher_off(ranges: AwsIpRanges) -> None:
-    holder = StartStopHolder(ranges)
+    holder = LifecycleHolder(ranges)
     app = Recorder()
     shield = OriginShield(app, ranges=holder, secret=secret(), manage_refresher=False)
     run_request(shield, http_scope(list(GOOD), EDGE))

@@ -10,7 +10,6 @@ any middleware runs, and why the README recommends ``--no-proxy-headers``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
@@ -24,6 +23,7 @@ from websockets.sync.client import connect
 from originshield import AwsIpRanges, OriginShield, SecretHeader
 from originshield.snapshot import SnapshotHolder
 
+from .asgi import LifecycleHolder
 from .loopback import uvicorn_thread
 
 pytestmark = pytest.mark.e2e  # a real uvicorn on 127.0.0.1
@@ -32,24 +32,6 @@ SECRET = "e2e-origin-secret-0123456789"
 EDGE = "130.176.1.1"  # CLOUDFRONT_ORIGIN_FACING 130.176.0.0/18 in the embedded snapshot
 NOT_ORIGIN_FACING = "54.239.130.1"  # CLOUDFRONT (viewer-facing), not origin-facing
 GOOD = {"x-origin-verify": SECRET, "x-forwarded-for": f"203.0.113.7, {EDGE}"}
-
-
-class LifecycleHolder(SnapshotHolder):
-    """A ranges holder with the Refresher lifecycle (start spawns a thread, stop joins it)."""
-
-    def __init__(self, ranges: AwsIpRanges) -> None:
-        super().__init__(ranges, "embedded")
-        self.events: list[str] = []
-        self._stopped = threading.Event()
-
-    def start(self) -> None:
-        self.events.append("start")
-        threading.Thread(target=self._stopped.wait, name="e2e-refresher", daemon=True).start()
-
-    def stop(self, timeout: float | None = 5.0) -> bool:
-        self.events.append("stop")
-        self._stopped.set()
-        return True
 
 
 def make_app(events: list[str], shield: dict[str, Any] | None) -> FastAPI:
