@@ -4,9 +4,9 @@
 #
 #   3.11         full suite, the C extension required (a failed build fails the run)
 #   pure-python  ORIGINSHIELD_NO_SPEEDUPS=1: the product without its C extension; the suite but the
-#                operator tooling that never decides a request (CLI, exports, config parsing) and the
-#                run-once end-to-end tests (ONCE below), so decision, middleware, refresher, GeoIP...
-#   3.12, 3.13   the suite but the run-once end-to-end tests, the C extension required
+#                operator tooling that never decides a request (-m tooling: CLI, exports, config parsing)
+#                and the run-once tests (-m slow, ONCE below), so decision, middleware, refresher, GeoIP...
+#   3.12, 3.13   the suite but the run-once tests (-m slow), the C extension required
 #   sanitizers   tools/sanitize.sh: gcc ASan+UBSan build, the C-facing tests under it; clang build
 #                with libFuzzer coverage, both differential fuzzers for FUZZ_SECONDS (default 60) in all
 #
@@ -134,18 +134,16 @@ leg install-3.11 installed 3.11
 if wants 3.11; then
     leg 3.11 suite .venv ORIGINSHIELD_REQUIRE_SPEEDUPS=1
 fi
-# Run once, in the 3.11 leg: the slow end-to-end runs of real servers and worker processes (every
-# ASGI server, serve with several workers, the logging recipe, host metrics, restart-at-every-step
-# replays, the benchmark smoke run), which exercise no code that differs by interpreter version or
-# by C/Python; the other legs keep every test of the decision, middleware, refresher and GeoIP.
-# Without this the five legs take about 20 minutes, over CI's 15-minute budget.
-ONCE=(-m "not servers" --ignore=tests/test_benchmarks_quick.py --ignore=tests/test_host_metrics.py
-    --ignore=tests/test_serve.py --ignore=tests/test_logging.py --ignore=tests/test_refresher_truth.py
-    --ignore=tests/test_examples.py)
+# Run once, in the 3.11 leg: the tests marked slow (pyproject.toml's markers), the end-to-end runs of
+# real servers and worker processes (every ASGI server, serve with several workers, the logging recipe,
+# host metrics, restart-at-every-step replays, the examples, the benchmark smoke run), which exercise no
+# code that differs by interpreter version or by C/Python; the other legs keep every test of the
+# decision, middleware, refresher and GeoIP. Without this the five legs take about 20 minutes, over
+# CI's 15-minute budget. Selected by marker: a new slow test file marks itself, no edit here.
+ONCE=(-m "not slow")
 if wants pure-python; then
-    leg pure-python suite .venv -u ORIGINSHIELD_REQUIRE_SPEEDUPS ORIGINSHIELD_NO_SPEEDUPS=1 -- "${ONCE[@]}" \
-        --ignore-glob='tests/test_cli_*.py' --ignore=tests/test_refresher_cli.py --ignore=tests/test_export.py \
-        --ignore=tests/test_config.py
+    # Nor the operator tooling (marked tooling: CLI, exports, configuration files), which never decides a request.
+    leg pure-python suite .venv -u ORIGINSHIELD_REQUIRE_SPEEDUPS ORIGINSHIELD_NO_SPEEDUPS=1 -- -m "not slow and not tooling"
 fi
 [ ${#versions[@]} -eq 1 ] || leg install-more installed "${versions[@]:1}"
 for v in "${versions[@]:1}"; do

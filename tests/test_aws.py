@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from originshield import Selector, aws
+from originshield import aws
 from originshield.aws import AwsIpRanges
 from originshield.errors import RangesError
+from originshield.selector import Selector
 
 DATA = Path(__file__).parent / "data" / "aws"
 SNAPSHOT = DATA / "ip-ranges.json"
@@ -26,11 +27,6 @@ HISTORY = sorted((DATA / "history").glob("ip-ranges-*.json.gz"))
 def raw() -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(SNAPSHOT.read_bytes())
     return doc
-
-
-@pytest.fixture(scope="module")
-def ranges() -> AwsIpRanges:
-    return aws.load_ranges(SNAPSHOT)
 
 
 def _doc(prefixes: list[Any] | None = None, ipv6: list[Any] | None = None, **top: Any) -> bytes:
@@ -62,7 +58,7 @@ def test_embedded_snapshot_is_the_shared_snapshot() -> None:
 
 
 def test_embedded_metadata_and_age() -> None:
-    ranges = aws.load_ranges()
+    ranges = aws.load()
     assert ranges.source == "embedded"
     assert ranges.sync_token == 1787411825
     assert ranges.create_date == datetime(2026, 8, 22, 15, 17, 5, tzinfo=UTC)
@@ -115,8 +111,8 @@ def test_select_filters_combine(ranges: AwsIpRanges) -> None:
 
 def test_selector_is_reusable_across_documents() -> None:
     sel = Selector.preset("cloudfront-origin-facing")
-    before = sel.apply(aws.load_ranges(HISTORY[0]))
-    after = sel.apply(aws.load_ranges(HISTORY[-1]))
+    before = sel.apply(aws.load(HISTORY[0]))
+    after = sel.apply(aws.load(HISTORY[-1]))
     added = after.prefixes() - before.prefixes()
     # PROVENANCE.md: 24.110.128.0/17 joined CLOUDFRONT_ORIGIN_FACING during the history window.
     assert added == {ipaddress.ip_network("24.110.128.0/17")}
@@ -124,9 +120,9 @@ def test_selector_is_reusable_across_documents() -> None:
 
 
 def test_all_history_publications_load_in_order() -> None:
-    tokens = [aws.load_ranges(p).sync_token for p in HISTORY]
+    tokens = [aws.load(p).sync_token for p in HISTORY]
     assert len(tokens) == 25 and tokens == sorted(tokens)
-    assert aws.load_ranges(HISTORY[-1]).records == aws.load_ranges(SNAPSHOT).records
+    assert aws.load(HISTORY[-1]).records == aws.load(SNAPSHOT).records
 
 
 def test_documents_before_2020_have_no_border_group() -> None:
@@ -226,7 +222,7 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "ranges.json"
     bad.write_bytes(b"{}")
     with pytest.raises(RangesError, match="missing field 'syncToken'"):
-        aws.load_ranges(bad)
+        aws.load(bad)
     with pytest.raises(FileNotFoundError):
-        aws.load_ranges(tmp_path / "missing.json")
-    assert aws.load_ranges(str(SNAPSHOT)).source == str(SNAPSHOT)
+        aws.load(tmp_path / "missing.json")
+    assert aws.load(str(SNAPSHOT)).source == str(SNAPSHOT)

@@ -29,6 +29,8 @@ from originshield import OriginShield
 from originshield.geoip import CountryDatabase
 from originshield.policy import Policy
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real server or process; run once in CI (ci/tests.sh)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -11,6 +11,8 @@ from originshield.cli import main
 
 from .configs import alb_config
 
+pytestmark = pytest.mark.tooling
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 CONFIG = alb_config("OS_CHECK_SECRET", health_methods=False)

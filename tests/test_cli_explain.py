@@ -11,6 +11,8 @@ from originshield.cli import main
 
 from .configs import alb_config
 
+pytestmark = pytest.mark.tooling
+
 SECRET = "explain-secret-" + "e" * 20  # a test fixture
 EDGE = "130.176.88.1"  # 130.176.88.0/21 GLOBAL CLOUDFRONT_ORIGIN_FACING
 

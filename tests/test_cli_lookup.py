@@ -11,6 +11,8 @@ import pytest
 
 from originshield.cli import main
 
+pytestmark = pytest.mark.tooling
+
 HISTORY = Path(__file__).parent / "data" / "aws" / "history"
 
 

@@ -17,6 +17,8 @@ from originshield.cli import main
 
 from .configs import alb_config
 
+pytestmark = pytest.mark.tooling
+
 ROOT = Path(__file__).parent.parent
 RANGES = ROOT / "tests" / "data" / "aws" / "ip-ranges.json"
 HISTORY = ROOT / "tests" / "data" / "aws" / "history"

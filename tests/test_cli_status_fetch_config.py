@@ -10,6 +10,8 @@ import pytest
 
 from originshield.cli import main
 
+pytestmark = pytest.mark.tooling
+
 NEWEST = Path(__file__).parent / "data" / "aws" / "history" / "ip-ranges-1787411825.json.gz"
 
 CONFIG = """

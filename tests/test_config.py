@@ -22,6 +22,8 @@ from originshield.snapshot import SnapshotHolder
 
 from .configs import alb_config
 
+pytestmark = pytest.mark.tooling
+
 DATA = Path(__file__).parent / "data" / "aws"
 RANGES = DATA / "ip-ranges.json"
 SECRET = "rotation-new-" + "n" * 20  # test fixtures, not real secrets

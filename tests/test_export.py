@@ -21,6 +21,8 @@ import pytest
 from originshield.aws import Network, load_ranges
 from originshield.cli import main
 
+pytestmark = pytest.mark.tooling
+
 CONFIG = """
 default_policy = "cloudfront"
 [ranges]

@@ -11,30 +11,32 @@ under a real uvicorn server while requests run.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
-import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 from starlette.testclient import TestClient
 
-from originshield.aws import AwsIpRanges, load_ranges
+from originshield.aws import AwsIpRanges
 from originshield.geoip import CountryDatabase
 from originshield.middleware import OriginShield
 from originshield.policy import Policy, Route
 from originshield.radix import RadixTree
 from originshield.secret import SecretHeader
+
+from .asgi import ok_app
+from .loopback import uvicorn_thread
+
+pytestmark = pytest.mark.e2e  # a real uvicorn on 127.0.0.1
 
 DATA = Path(__file__).parent / "data"
 
@@ -73,25 +75,10 @@ def build(path: Path, networks: Mapping[str, str]) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def ranges() -> AwsIpRanges:
-    return load_ranges(str(DATA / "aws" / "ip-ranges.json"))
-
-
 @pytest.fixture
 def geoip(tmp_path: Path) -> Iterator[CountryDatabase]:
     with CountryDatabase(build(tmp_path / "country.mmdb", PLACES), close_grace=0) as db:
         yield db
-
-
-async def ok_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"ok"})
 
 
 def shield(ranges: AwsIpRanges, geoip: CountryDatabase | None, policy: Policy, **options: Any) -> OriginShield:
@@ -236,13 +223,6 @@ def test_reload_clears_the_decision_cache(ranges: AwsIpRanges, geoip: CountryDat
         assert (de.get("/").status_code, us.get("/").status_code) == (200, 403)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def server(ranges: AwsIpRanges, geoip: CountryDatabase) -> Iterator[tuple[str, OriginShield]]:
     # Topology 3 on loopback: 127.0.0.1 is the trusted proxy in front, the client is the rightmost
@@ -253,22 +233,8 @@ def server(ranges: AwsIpRanges, geoip: CountryDatabase) -> Iterator[tuple[str, O
         Policy.region_locked(["us-east-1"], allow_countries=["US"]),
         trusted_proxies=["127.0.0.1/32"],
     )
-    port = _free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, proxy_headers=False, log_level="warning", lifespan="off", http="httptools"
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(srv.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        srv.should_exit = True
-        thread.join(10)
+    with uvicorn_thread(app, proxy_headers=False, lifespan="off", http="httptools") as address:
+        yield f"http://{address}", app
 
 
 def test_database_replaced_on_disk_while_requests_run(

@@ -19,20 +19,17 @@ import pytest
 from starlette.testclient import TestClient
 
 from originshield import OriginShield, Policy, Route, SecretHeader, load_ranges
-from originshield._types import Message, Receive, Scope, Send
+from originshield._types import Message
 from originshield.hostmetrics import HOST, HostMetrics, WorkerFigures, find_shield
 
-from .test_examples import RANGES, ROOT, SECRET, free_port, wait_for
+from .asgi import ok_app
+from .environment import RANGES, ROOT, SECRET, wait_for
+from .loopback import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real server or process; run once in CI (ci/tests.sh)
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 KEY = ("default", "secret_missing", "rejected")
-
-
-async def ok_app(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"ok"})
 
 
 def make_shield() -> OriginShield:

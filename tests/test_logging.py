@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shlex
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,21 +18,15 @@ from originshield.inservice import startup_line
 from originshield.logconfig import JsonFormatter, config_dict, config_path, main
 from originshield.policy import Policy, Route
 
-from .test_examples import RANGES, ROOT, SECRET, free_port, wait_for
+from .asgi import never_called
+from .environment import ROOT, SECRET, wait_for
+from .loopback import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real server or process; run once in CI (ci/tests.sh)
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 #: 2026-11-29T13:40:01.123Z INFO originshield action=...
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING) ([\w.]+) (.*)$", re.MULTILINE)
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ORIGINSHIELD_SECRET": SECRET,
-        "ORIGINSHIELD_RANGES_SOURCE": str(RANGES),  # no network: the test copy of ip-ranges.json
-        "ORIGINSHIELD_CACHE_DIR": str(tmp_path / "cache"),
-    }
 
 
 def readme_recipe() -> list[str]:
@@ -69,10 +61,10 @@ def run_server(
     return output
 
 
-def test_readme_plain_uvicorn_recipe_shows_refusals_with_time_level_logger(env: dict[str, str]) -> None:
+def test_readme_plain_uvicorn_recipe_shows_refusals_with_time_level_logger(server_env: dict[str, str]) -> None:
     args = readme_recipe()
     assert "--no-proxy-headers" in args
-    output = run_server(args, env, [("/", {}), ("/", {"x-origin-verify": "wrong-" + "w" * 20})])
+    output = run_server(args, server_env, [("/", {}), ("/", {"x-origin-verify": "wrong-" + "w" * 20})])
     lines = {(m.group(2), m.group(3).split(" ", 2)[1]) for m in LINE.finditer(output) if " reason=" in m.group(3)}
     assert ("originshield", "reason=secret_missing") in lines, output
     assert ("originshield", "reason=secret_invalid") in lines, output
@@ -85,11 +77,11 @@ def test_readme_plain_uvicorn_recipe_shows_refusals_with_time_level_logger(env: 
     assert SECRET not in output
 
 
-def test_json_lines_format_with_refresher_events(env: dict[str, str]) -> None:
+def test_json_lines_format_with_refresher_events(server_env: dict[str, str]) -> None:
     # The ranges source is a closed port on loopback: the refresher's failure is a logged event.
-    env = {**env, "ORIGINSHIELD_RANGES_SOURCE": f"http://127.0.0.1:{free_port()}/ip-ranges.json"}
+    server_env = {**server_env, "ORIGINSHIELD_RANGES_SOURCE": f"http://127.0.0.1:{free_port()}/ip-ranges.json"}
     args = ["examples.cloudfront_direct.asgi:app", "--no-proxy-headers", "--log-config", config_path("json")]
-    output = run_server(args, env, [("/?a=%22q%22", {})], linger=6.5)  # first refresh: within 5 s of startup
+    output = run_server(args, server_env, [("/?a=%22q%22", {})], linger=6.5)  # first refresh: within 5 s of startup
     docs = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     failures = [d for d in docs if d["logger"] == "originshield.refresher" and d["level"] == "WARNING"]
     assert any("ranges refresh failed (network-error" in d["message"] for d in failures), output
@@ -121,7 +113,7 @@ def test_json_formatter_keeps_hostile_text_on_one_line() -> None:
 
 def test_startup_line_names_ranges_policies_and_routes() -> None:
     shield = OriginShield(
-        _app,
+        never_called,
         default=Policy.cloudfront("public"),
         routes=[Route("/health", Policy.health_check(["10.0.0.0/16"], name="alb"), methods=frozenset({"GET"}))],
         secret=SecretHeader.of("x-origin-verify", [SECRET]),
@@ -132,7 +124,3 @@ def test_startup_line_names_ranges_policies_and_routes() -> None:
     assert re.search(r"public\(cloudfront\+secret,\d+_prefixes,digest=[0-9a-f]{12}\)", line)
     assert "alb(peer,1_prefixes,digest=" in line
     assert 'routes="/health[GET]->alb default->public"' in line
-
-
-async def _app(scope: object, receive: object, send: object) -> None:  # pragma: no cover - never called
-    raise AssertionError

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,9 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
-from originshield import AwsIpRanges, Counters, OriginShield, Policy, Route, SecretHeader, load_ranges
+from originshield import AwsIpRanges, Counters, OriginShield, Policy, Route, SecretHeader
 from originshield.errors import ConfigError
 from originshield.snapshot import SnapshotHolder
+
+from .asgi import LifecycleHolder, Recorder, http_scope, run_request
 
 SECRET = "test-origin-secret-0123456789"
 EDGE, EDGE2, EDGE6 = "130.176.1.1", "15.158.1.1", "2600:9000:1000::1"
@@ -29,11 +30,6 @@ ATTACKER = "198.51.100.66"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-
-
-@pytest.fixture(scope="module")
-def ranges() -> AwsIpRanges:
-    return load_ranges()
 
 
 def secret() -> SecretHeader:
@@ -143,53 +139,6 @@ def test_websocket_rejected_with_denial_response(ranges: AwsIpRanges) -> None:
 # -- crafted raw scopes ------------------------------------------------------------------------------------
 
 
-class Recorder:
-    """A real ASGI app that records what reached it."""
-
-    def __init__(self) -> None:
-        self.scopes: list[Scope] = []
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        self.scopes.append(scope)
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"app"})
-        elif scope["type"] == "websocket":
-            await send({"type": "websocket.accept"})
-
-
-def run(shield: OriginShield, scope: Scope) -> list[Message]:
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    asyncio.run(shield(scope, receive, send))
-    return sent
-
-
-def scope_of(
-    headers: list[tuple[bytes, bytes]], peer: str | None = EDGE, path: str = "/api", kind: str = "http"
-) -> Scope:
-    scope: Scope = {
-        "type": kind,
-        "asgi": {"version": "3.0"},
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": headers,
-        "client": (peer, 40000) if peer is not None else None,
-        "server": ("127.0.0.1", 8000),
-        "scheme": "http",
-    }
-    if kind == "http":
-        scope["method"] = "GET"
-    return scope
-
-
 def status(sent: list[Message]) -> int:
     return int(sent[0]["status"])
 
@@ -204,7 +153,7 @@ def topo2_shield(app: Recorder, ranges: AwsIpRanges, **options: Any) -> OriginSh
 def test_raw_allowed_and_stripped(ranges: AwsIpRanges) -> None:
     app = Recorder()
     shield = OriginShield(app, ranges=ranges, secret=secret())
-    assert status(run(shield, scope_of(list(GOOD)))) == 200
+    assert status(run_request(shield, http_scope(list(GOOD), EDGE))) == 200
     assert app.scopes[0]["headers"] == [(b"x-forwarded-for", b"203.0.113.7")]
 
 
@@ -233,7 +182,7 @@ def test_raw_forwarded_chain_catalogue(
 ) -> None:
     app = Recorder()
     shield = topo2_shield(app, ranges)
-    sent = run(shield, scope_of([*headers, (b"x-origin-verify", SECRET.encode())], peer=peer))
+    sent = run_request(shield, http_scope([*headers, (b"x-origin-verify", SECRET.encode())], peer))
     assert status(sent) == expected
     assert len(app.scopes) == (1 if expected == 200 else 0)
 
@@ -259,7 +208,7 @@ def test_raw_secret_catalogue(
     app = Recorder()
     shield = OriginShield(app, ranges=ranges, secret=secret())
     with caplog.at_level(logging.INFO, logger="originshield"):
-        sent = run(shield, scope_of([(b"x-forwarded-for", b"203.0.113.7"), *secret_headers]))
+        sent = run_request(shield, http_scope([(b"x-forwarded-for", b"203.0.113.7"), *secret_headers], EDGE))
     assert status(sent) == 403 and not app.scopes
     assert f"reason={reason}" in caplog.text
     assert SECRET[:12] not in caplog.text and "other-value" not in caplog.text
@@ -268,7 +217,9 @@ def test_raw_secret_catalogue(
 def test_raw_odd_case_secret_is_accepted_and_stripped(ranges: AwsIpRanges) -> None:
     app = Recorder()
     shield = OriginShield(app, ranges=ranges, secret=secret())
-    sent = run(shield, scope_of([(b"X-Origin-Verify", SECRET.encode()), (b"x-forwarded-for", b"203.0.113.7")]))
+    sent = run_request(
+        shield, http_scope([(b"X-Origin-Verify", SECRET.encode()), (b"x-forwarded-for", b"203.0.113.7")], EDGE)
+    )
     assert status(sent) == 200
     assert all(k.lower() != b"x-origin-verify" for k, _ in app.scopes[0]["headers"])
 
@@ -285,17 +236,17 @@ def test_raw_viewer_address_needs_the_secret(ranges: AwsIpRanges) -> None:
     app = Recorder()
     shield = OriginShield(app, ranges=ranges, secret=secret(), default=policy)
     headers = [(b"cloudfront-viewer-country", b"GB"), (b"cloudfront-viewer-address", b"81.2.69.160:443")]
-    assert status(run(shield, scope_of(headers, peer="203.0.113.9"))) == 403  # unknown: header not trusted
+    assert status(run_request(shield, http_scope(headers, "203.0.113.9"))) == 403  # unknown: header not trusted
     with_secret = [*headers, (b"x-origin-verify", SECRET.encode())]
-    assert status(run(shield, scope_of(with_secret, peer="203.0.113.9"))) == 200
+    assert status(run_request(shield, http_scope(with_secret, "203.0.113.9"))) == 200
 
 
 def test_raw_unix_socket_and_bad_path(ranges: AwsIpRanges) -> None:
     app = Recorder()
     shield = OriginShield(app, ranges=ranges, secret=secret())
-    assert status(run(shield, scope_of(list(GOOD), peer=None))) == 403  # unix socket: no client
-    assert status(run(shield, scope_of(list(GOOD), path="/api/../admin"))) == 403
-    assert status(run(shield, scope_of(list(GOOD), path="/.well-known/x"))) == 200
+    assert status(run_request(shield, http_scope(list(GOOD), None))) == 403  # unix socket: no client
+    assert status(run_request(shield, http_scope(list(GOOD), EDGE, path="/api/../admin"))) == 403
+    assert status(run_request(shield, http_scope(list(GOOD), EDGE, path="/.well-known/x"))) == 200
     assert len(app.scopes) == 1
     assert shield.counters.rejected() == {"no_client_address": 1, "bad_path": 1}
 
@@ -303,10 +254,10 @@ def test_raw_unix_socket_and_bad_path(ranges: AwsIpRanges) -> None:
 def test_raw_websocket_closed_before_accept_without_denial_extension(ranges: AwsIpRanges) -> None:
     app = Recorder()
     shield = OriginShield(app, ranges=ranges, secret=secret())
-    sent = run(shield, scope_of([], peer=ATTACKER, path="/ws", kind="websocket"))
+    sent = run_request(shield, http_scope([], ATTACKER, path="/ws", kind="websocket"))
     assert sent == [{"type": "websocket.close", "code": 1008}]
     assert not app.scopes
-    ok = run(shield, scope_of(list(GOOD), path="/ws", kind="websocket"))
+    ok = run_request(shield, http_scope(list(GOOD), EDGE, path="/ws", kind="websocket"))
     assert ok == [{"type": "websocket.accept"}]
 
 
@@ -315,12 +266,12 @@ def test_other_scope_types_are_not_passed_unless_listed(ranges: AwsIpRanges, cap
     app = Recorder()
     shield = OriginShield(app, ranges=ranges, secret=secret())
     with caplog.at_level(logging.WARNING, logger="originshield"):
-        assert run(shield, {"type": "custom.thing"}) == []
-        assert run(shield, {"type": "custom.thing"}) == []
+        assert run_request(shield, {"type": "custom.thing"}) == []
+        assert run_request(shield, {"type": "custom.thing"}) == []
     assert app.scopes == []
     assert caplog.text.count("'custom.thing' not passed to the app") == 1
     opted = OriginShield(app, ranges=ranges, secret=secret(), pass_scope_types=["custom.thing"])
-    run(opted, {"type": "custom.thing"})
+    run_request(opted, {"type": "custom.thing"})
     assert app.scopes == [{"type": "custom.thing"}]
     with pytest.raises(ConfigError, match="pass_scope_types"):
         OriginShield(app, ranges=ranges, secret=secret(), pass_scope_types=["http"])
@@ -333,8 +284,8 @@ def test_report_only_counts_and_logs_but_lets_through(ranges: AwsIpRanges, caplo
     app = Recorder()
     shield = OriginShield(app, ranges=ranges, secret=secret(), report_only=True)
     with caplog.at_level(logging.INFO, logger="originshield"):
-        assert status(run(shield, scope_of([(b"x-origin-verify", SECRET.encode())], peer=ATTACKER))) == 200
-        assert status(run(shield, scope_of([(b"x-origin-verify", b"x" * 20)], peer=EDGE))) == 200
+        assert status(run_request(shield, http_scope([(b"x-origin-verify", SECRET.encode())], ATTACKER))) == 200
+        assert status(run_request(shield, http_scope([(b"x-origin-verify", b"x" * 20)], EDGE))) == 200
     assert len(app.scopes) == 2
     assert all(k != b"x-origin-verify" for s in app.scopes for k, _ in s["headers"])  # still stripped
     assert "action=reported reason=secret_invalid" in caplog.text
@@ -350,10 +301,10 @@ def test_counters_and_prometheus(ranges: AwsIpRanges) -> None:
     routes = [Route("/health", Policy.health_check([VPC]))]
     shield = OriginShield(app, ranges=ranges, secret=secret(), routes=routes, counters=counters, status=404)
     for _ in range(3):
-        run(shield, scope_of(list(GOOD)))
-    sent = run(shield, scope_of([], peer=ATTACKER))
+        run_request(shield, http_scope(list(GOOD), EDGE))
+    sent = run_request(shield, http_scope([], ATTACKER))
     assert status(sent) == 404
-    run(shield, scope_of([], peer=ALB, path="/health"))
+    run_request(shield, http_scope([], ALB, path="/health"))
     assert counters.allowed() == 4 and counters.allowed("/health") == 1
     assert counters.rejected() == {"secret_missing": 1}
     assert counters.by_route() == {"default": {"allowed": 3, "rejected": 1}, "/health": {"allowed": 1}}
@@ -368,12 +319,12 @@ def test_new_snapshot_applies_to_the_next_request(ranges: AwsIpRanges) -> None:
     app = Recorder()
     holder = SnapshotHolder(ranges, "file")
     shield = OriginShield(app, ranges=holder, secret=secret())
-    assert status(run(shield, scope_of(list(GOOD)))) == 200
-    assert status(run(shield, scope_of(list(GOOD)))) == 200
+    assert status(run_request(shield, http_scope(list(GOOD), EDGE))) == 200
+    assert status(run_request(shield, http_scope(list(GOOD), EDGE))) == 200
     kept = tuple(r for r in ranges.records if not str(r.prefix).startswith("130.176."))
     smaller = AwsIpRanges(ranges.sync_token + 1, ranges.create_date, kept, source="test")
     holder.publish(smaller, "network")
-    assert status(run(shield, scope_of(list(GOOD)))) == 403
+    assert status(run_request(shield, http_scope(list(GOOD), EDGE))) == 403
     assert shield.engine.generation == 2
 
 
@@ -392,38 +343,16 @@ def test_geoip_reload_applies_to_the_next_request(ranges: AwsIpRanges) -> None:
     app = Recorder()
     policy = Policy.cloudfront(allow_countries=["GB"])
     shield = OriginShield(app, ranges=ranges, secret=secret(), default=policy, geoip=geo)
-    assert status(run(shield, scope_of(list(GOOD)))) == 200
+    assert status(run_request(shield, http_scope(list(GOOD), EDGE))) == 200
     geo.reload("SE")
-    assert status(run(shield, scope_of(list(GOOD)))) == 403
+    assert status(run_request(shield, http_scope(list(GOOD), EDGE))) == 403
 
 
 # -- lifespan and refresher lifecycle ---------------------------------------------------------------------
 
 
-class StartStopHolder(SnapshotHolder):
-    """A holder with the Refresher lifecycle: start() spawns a thread, stop(timeout) ends it."""
-
-    def __init__(self, ranges: AwsIpRanges) -> None:
-        super().__init__(ranges, "file")
-        self.events: list[str] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.events.append("start")
-        self._thread = threading.Thread(target=self._stop.wait, name="test-refresher", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float | None = 5.0) -> bool:
-        self.events.append("stop")
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return True
-
-
 def test_lifespan_starts_and_stops_the_refresher_and_reaches_the_app(ranges: AwsIpRanges) -> None:
-    holder = StartStopHolder(ranges)
+    holder = LifecycleHolder(ranges)
     seen: list[str] = []
 
     @asynccontextmanager
@@ -446,20 +375,20 @@ def test_lifespan_starts_and_stops_the_refresher_and_reaches_the_app(ranges: Aws
 
 
 def test_lazy_start_without_lifespan(ranges: AwsIpRanges) -> None:
-    holder = StartStopHolder(ranges)
+    holder = LifecycleHolder(ranges)
     shield = OriginShield(Recorder(), ranges=holder, secret=secret())
     assert holder.events == []
-    run(shield, scope_of(list(GOOD)))
-    run(shield, scope_of(list(GOOD)))
+    run_request(shield, http_scope(list(GOOD), EDGE))
+    run_request(shield, http_scope(list(GOOD), EDGE))
     assert holder.events == ["start"]
     holder.stop()
 
 
 def test_manage_refresher_off(ranges: AwsIpRanges) -> None:
-    holder = StartStopHolder(ranges)
+    holder = LifecycleHolder(ranges)
     app = Recorder()
     shield = OriginShield(app, ranges=holder, secret=secret(), manage_refresher=False)
-    run(shield, scope_of(list(GOOD)))
+    run_request(shield, http_scope(list(GOOD), EDGE))
     assert holder.events == []
 
 
@@ -475,7 +404,7 @@ def test_explain_matches_the_middleware(ranges: AwsIpRanges) -> None:
     for peer, headers in cases:
         decision = shield.explain("GET", "/api", headers, peer=peer)
         raw = [(k.encode(), v.encode()) for k, v in headers.items()]
-        assert (status(run(shield, scope_of(raw, peer=peer))) == 200) is decision.allowed
+        assert (status(run_request(shield, http_scope(raw, peer))) == 200) is decision.allowed
         assert json.loads(json.dumps(decision.as_dict()))["reason"] == decision.reason
 
 
@@ -502,7 +431,7 @@ def test_refusal_headers_survive_outer_middleware_editing_in_place(ranges: AwsIp
 
     for _ in range(3):
         sent.clear()
-        asyncio.run(outer(scope_of([], peer=ATTACKER), receive, send))
+        asyncio.run(outer(http_scope([], ATTACKER), receive, send))
         assert [k for k, _ in sent[0]["headers"]].count(b"x-outer") == 1
 
 

@@ -20,10 +20,13 @@ from typing import Any
 import maxminddb
 import pytest
 
-from originshield import AwsIpRanges, OriginShield, Policy, Route, SecretHeader, Selector, load_ranges
+from originshield import AwsIpRanges, OriginShield, Policy, Route, SecretHeader
 from originshield.errors import ConfigError
 from originshield.policy import REASONS, Cidr, CountryResolver
+from originshield.selector import Selector
 from originshield.snapshot import SnapshotHolder
+
+from .asgi import never_called
 
 GEOIP = Path(__file__).parent / "data" / "geoip" / "GeoIP2-Country-Test.mmdb"
 SECRET = "test-origin-secret-0123456789"
@@ -50,15 +53,6 @@ class MmdbCountries:
         return code if isinstance(code, str) else None
 
 
-async def _app(scope: Any, receive: Any, send: Any) -> None:
-    raise AssertionError("explain never calls the app")
-
-
-@pytest.fixture(scope="module")
-def ranges() -> AwsIpRanges:
-    return load_ranges()
-
-
 @pytest.fixture
 def geo() -> Iterator[MmdbCountries]:
     resolver = MmdbCountries(GEOIP)
@@ -72,7 +66,7 @@ def secret() -> SecretHeader:
 
 def shield(ranges: AwsIpRanges, **options: Any) -> OriginShield:
     options.setdefault("secret", secret())
-    return OriginShield(_app, ranges=ranges, **options)
+    return OriginShield(never_called, ranges=ranges, **options)
 
 
 def cf_headers(xff: str | None, value: str | None = SECRET, **extra: str) -> dict[str, str]:
@@ -131,12 +125,12 @@ def test_aws_selection_without_secret_warns_once_at_startup(caplog: pytest.LogCa
     # The middleware logs it once per distinct policy, however many routes use it.
     routes = [Route("/a", region, name="a"), Route("/b", region, name="b")]
     with caplog.at_level(logging.WARNING, logger="originshield"):
-        OriginShield(_app, default=region, routes=routes)
+        OriginShield(never_called, default=region, routes=routes)
     assert caplog.text.count("cdn-proxy") == 1
     assert "policy 'region:us-east-1' allows regions=us-east-1 without requiring the secret header" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="originshield"):
-        OriginShield(_app, default=region, warn_shared_pools=False)
+        OriginShield(never_called, default=region, warn_shared_pools=False)
     assert caplog.text == ""
 
 
@@ -196,9 +190,9 @@ def test_route_config_errors(prefix: str, methods: Any, message: str) -> None:
 
 def test_middleware_config_errors(ranges: AwsIpRanges) -> None:
     with pytest.raises(ConfigError, match="secret=SecretHeader"):
-        OriginShield(_app, ranges=ranges)
+        OriginShield(never_called, ranges=ranges)
     with pytest.raises(ConfigError, match="uses the secret header"):
-        OriginShield(_app, ranges=ranges, default=Policy.cloudfront())
+        OriginShield(never_called, ranges=ranges, default=Policy.cloudfront())
     with pytest.raises(ConfigError, match="country rules need"):
         shield(ranges, default=Policy.cloudfront(allow_countries=["GB"]))
     with pytest.raises(ConfigError, match="status"):
@@ -326,7 +320,7 @@ def test_topology2_health_check_exemption_is_narrow(ranges: AwsIpRanges) -> None
 
 
 def test_topology3_region_locked(ranges: AwsIpRanges) -> None:
-    s = OriginShield(_app, ranges=ranges, default=Policy.region_locked(["us-east-1"]))
+    s = OriginShield(never_called, ranges=ranges, default=Policy.region_locked(["us-east-1"]))
     d = s.explain("GET", "/", {}, peer="3.80.0.1")
     assert d.allowed and d.matched[0].region == "us-east-1" and d.secret == "not_configured"
     assert s.explain("GET", "/", {}, peer="18.97.192.1").reason == "peer_not_allowed"  # eu-west-1
@@ -445,7 +439,7 @@ def _doc(prefixes: list[tuple[str, str]], token: int) -> AwsIpRanges:
 
 def test_new_snapshot_recompiles_and_empty_selection_vetoes() -> None:
     holder = SnapshotHolder(_doc([("130.176.0.0/18", "CLOUDFRONT_ORIGIN_FACING")], 1), "file")
-    s = OriginShield(_app, ranges=holder, secret=secret())
+    s = OriginShield(never_called, ranges=holder, secret=secret())
     assert s.explain("GET", "/", cf_headers("203.0.113.7"), peer=EDGE).allowed
     assert not s.explain("GET", "/", cf_headers("203.0.113.7"), peer=EDGE2).allowed
     holder.publish(_doc([("15.158.0.0/16", "CLOUDFRONT_ORIGIN_FACING")], 2), "network")

@@ -3,7 +3,6 @@ counters; the C budget (``_speedups.Budget``) and its Python reference agree ste
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from typing import Any
@@ -14,6 +13,8 @@ from originshield import Counters, OriginShield, SecretHeader, load_ranges
 from originshield.errors import ConfigError
 from originshield.radix import SPEEDUPS
 from originshield.ratelimit import LogLimiter, _PyBudget
+
+from .asgi import http_scope, ok_app, run_request
 
 SECRET = "ratelimit-secret-0123456789"
 EDGE, ATTACKER = "130.176.1.1", "198.51.100.66"
@@ -95,27 +96,15 @@ def test_bad_settings_fail_at_startup(burst: Any, interval: Any) -> None:
         LogLimiter(Counters(), burst, interval)
 
 
-async def _app(scope: Any, receive: Any, send: Any) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"ok"})
-
-
 def _run(mw: Any, peer: str, headers: list[tuple[bytes, bytes]]) -> int:
-    sent: list[Any] = []
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": "GET", "path": "/", "headers": headers, "client": (peer, 1)}
-    asyncio.run(mw(scope, None, send))
-    return int(sent[0]["status"])
+    return int(run_request(mw, http_scope(headers, peer, path="/"))[0]["status"])
 
 
 def test_a_flood_through_the_middleware(caplog: pytest.LogCaptureFixture) -> None:
     """Counts exact, the first lines in full, then one summary with the number suppressed."""
     secret = SecretHeader.of("x-origin-verify", [SECRET])
     mw = OriginShield(
-        _app, ranges=load_ranges(), secret=secret, log_burst=3, log_interval=3600, detect_proxy_rewrite=False
+        ok_app, ranges=load_ranges(), secret=secret, log_burst=3, log_interval=3600, detect_proxy_rewrite=False
     )
     good = [(b"x-forwarded-for", b"203.0.113.7"), (b"x-origin-verify", SECRET.encode())]
     with caplog.at_level(logging.INFO, logger="originshield"):

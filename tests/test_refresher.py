@@ -6,7 +6,6 @@ import contextlib
 import functools
 import gzip
 import hashlib
-import http.server
 import ipaddress
 import json
 import logging
@@ -19,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,8 @@ from originshield.aws import AwsIpRanges, Record
 from originshield.radix import RadixTree
 from originshield.refresher import Refresher, WatchedFile, _Interner, _Pacer, _parse_document
 from originshield.snapshot import Snapshot
+
+from .loopback import Action, LoopbackHandler, LoopbackServer, free_port
 
 HISTORY = sorted(
     (Path(__file__).parent / "data" / "aws" / "history").glob("ip-ranges-*.json.gz"),
@@ -52,81 +53,6 @@ def _edit(raw: bytes, sync_token: int, edit: Callable[[dict[str, Any]], None] | 
     if edit is not None:
         edit(doc)
     return json.dumps(doc, indent=2).encode()
-
-
-# -- a scriptable HTTP server -------------------------------------------------------------------------
-
-Action = Callable[["_Handler"], None]
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        with self.server.counter_lock:
-            self.server.requests.append(dict(self.headers.items()))
-            self.server.in_flight += 1
-            self.server.max_in_flight = max(self.server.max_in_flight, self.server.in_flight)
-        try:
-            self.server.action(self)
-        finally:
-            with self.server.counter_lock:
-                self.server.in_flight -= 1
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def send_body(self, body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> None:
-        headers = dict(headers or {})
-        if "gzip" in self.headers.get("Accept-Encoding", "") and self.server.gzip:
-            body = gzip.compress(body)
-            headers["Content-Encoding"] = "gzip"
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    action: Action
-    gzip = False
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list[dict[str, str]] = []
-        self.counter_lock = threading.Lock()
-        self.in_flight = self.max_in_flight = 0
-        self.release = threading.Event()
-        self.action = lambda h: h.send_body(b"", 500)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/ip-ranges.json"
-
-    def serve(self, body: bytes, headers: dict[str, str] | None = None, delay: float = 0.0) -> None:
-        def action(h: _Handler) -> None:
-            if delay:
-                time.sleep(delay)
-            h.send_body(body, 200, headers)
-
-        self.action = action
-
-
-@pytest.fixture
-def server() -> Iterator[_Server]:
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.release.set()
-        srv.shutdown()
-        srv.server_close()
 
 
 def _refresher(url: str, initial: bytes = RAW[0], **kwargs: Any) -> Refresher:
@@ -178,10 +104,7 @@ def test_sliced_parser_refuses_what_the_core_parser_refuses(body: bytes) -> None
 
 
 def test_constructor_never_touches_the_network_and_serves_the_embedded_snapshot() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once closed
-    r = Refresher(f"http://127.0.0.1:{port}/x")
+    r = Refresher(f"http://127.0.0.1:{free_port()}/x")  # nothing listens there
     assert r.current.source == "embedded"
     assert r.status().last_attempt is None
     assert not r.running
@@ -232,7 +155,7 @@ def _reference(raw: bytes, networks: dict[str, Any]) -> AwsIpRanges:
     return AwsIpRanges(int(doc["syncToken"]), datetime.now(UTC), tuple(records))
 
 
-def test_replay_of_25_real_publications_swaps_without_ever_rejecting_a_stable_address(server: _Server) -> None:
+def test_replay_of_25_real_publications_swaps_without_ever_rejecting_a_stable_address(server: LoopbackServer) -> None:
     selectors = [ORIGIN_FACING, Selector.preset("region:us-east-1")]
 
     def selected(ranges: AwsIpRanges) -> list[Any]:
@@ -292,7 +215,7 @@ def test_replay_of_25_real_publications_swaps_without_ever_rejecting_a_stable_ad
 # -- faults: each keeps the data in service and is counted ------------------------------------------------
 
 
-def _reset_mid_body(h: _Handler) -> None:
+def _reset_mid_body(h: LoopbackHandler) -> None:
     h.send_response(200)
     h.send_header("Content-Length", str(len(RAW[1])))
     h.end_headers()
@@ -303,7 +226,7 @@ def _reset_mid_body(h: _Handler) -> None:
     h.connection.close()
 
 
-def _stall(h: _Handler) -> None:
+def _stall(h: LoopbackHandler) -> None:
     h.send_response(200)
     h.send_header("Content-Length", str(len(RAW[1])))
     h.end_headers()
@@ -347,7 +270,7 @@ FAULTS: list[tuple[str, Action, str, str]] = [
 
 @pytest.mark.parametrize(("action", "outcome", "reason"), [f[1:] for f in FAULTS], ids=[f[0] for f in FAULTS])
 def test_fault_keeps_the_previous_data_in_service_and_is_counted(
-    server: _Server, action: Action, outcome: str, reason: str
+    server: LoopbackServer, action: Action, outcome: str, reason: str
 ) -> None:
     refresher = _refresher(server.url, initial=RAW[1], selectors=[ORIGIN_FACING], timeout=0.5, max_bytes=3_000_000)
     before = refresher.current
@@ -368,7 +291,7 @@ def test_fault_keeps_the_previous_data_in_service_and_is_counted(
     assert refresher.status().consecutive_failures == 0
 
 
-def test_a_name_that_could_forge_a_record_is_refused(server: _Server) -> None:
+def test_a_name_that_could_forge_a_record_is_refused(server: LoopbackServer) -> None:
     def smuggle(doc: dict[str, Any]) -> None:
         doc["prefixes"][0]["service"] = "AMAZON\n198.51.100.0/24\tGLOBAL\tCLOUDFRONT_ORIGIN_FACING\tGLOBAL"
 
@@ -379,7 +302,7 @@ def test_a_name_that_could_forge_a_record_is_refused(server: _Server) -> None:
     assert "control character" in result.message
 
 
-def test_parse_worker_crash_is_survived(server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parse_worker_crash_is_survived(server: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
     from originshield.refresher import _ParseWorker
 
     refresher = _refresher(server.url)
@@ -403,7 +326,7 @@ def test_parse_worker_crash_is_survived(server: _Server, monkeypatch: pytest.Mon
     assert refresher.current.ranges.records == _doc(RAW[3]).records
 
 
-def test_in_process_parsing_when_the_worker_is_off(server: _Server) -> None:
+def test_in_process_parsing_when_the_worker_is_off(server: LoopbackServer) -> None:
     refresher = _refresher(server.url, parse_worker=False)
     for raw in RAW[1:4]:
         server.serve(raw)
@@ -414,10 +337,7 @@ def test_in_process_parsing_when_the_worker_is_off(server: _Server) -> None:
 
 
 def test_connection_refused_is_a_counted_failure() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    refresher = _refresher(f"http://127.0.0.1:{port}/ip-ranges.json")
+    refresher = _refresher(f"http://127.0.0.1:{free_port()}/ip-ranges.json")
     before = refresher.current
     result = refresher.refresh_now()
     assert (result.outcome, result.reason) == ("failed", "network-error")
@@ -434,13 +354,11 @@ def test_https_verifies_the_certificate(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    srv = _Server()
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert, key)
-    srv.socket = server_context.wrap_socket(srv.socket, server_side=True)
+    srv = LoopbackServer(tls=server_context)
     srv.serve(RAW[1])
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    url = f"https://127.0.0.1:{srv.server_address[1]}/ip-ranges.json"
+    url = srv.start().url
     try:
         # A self-signed certificate (what a man in the middle presents) is refused by default.
         refused = _refresher(url).refresh_now()
@@ -449,11 +367,10 @@ def test_https_verifies_the_certificate(tmp_path: Path) -> None:
         trusting = _refresher(url, ssl_context=ssl.create_default_context(cafile=str(cert)))
         assert trusting.refresh_now().outcome == "applied"
     finally:
-        srv.shutdown()
-        srv.server_close()
+        srv.close()
 
 
-def test_gzip_bomb_over_the_size_limit_is_refused(server: _Server) -> None:
+def test_gzip_bomb_over_the_size_limit_is_refused(server: LoopbackServer) -> None:
     bomb = gzip.compress(b"{" + b" " * 5_000_000 + b"}")
     server.action = lambda h: h.send_body(bomb, 200, {"Content-Encoding": "gzip"})
     refresher = _refresher(server.url, max_bytes=3_000_000)
@@ -461,7 +378,7 @@ def test_gzip_bomb_over_the_size_limit_is_refused(server: _Server) -> None:
     assert (result.outcome, result.reason) == ("failed", "too-large")
 
 
-def test_conditional_request_and_304_do_not_rebuild(server: _Server) -> None:
+def test_conditional_request_and_304_do_not_rebuild(server: LoopbackServer) -> None:
     server.gzip = True
     server.serve(RAW[1], {"ETag": '"v1"', "Last-Modified": "Sat, 22 Aug 2026 15:17:05 GMT"})
     refresher = _refresher(server.url)
@@ -482,7 +399,7 @@ def test_conditional_request_and_304_do_not_rebuild(server: _Server) -> None:
     assert refresher.status().last_success is not None
 
 
-def test_gzip_transfer_is_decoded(server: _Server) -> None:
+def test_gzip_transfer_is_decoded(server: LoopbackServer) -> None:
     server.gzip = True
     server.serve(RAW[3])
     refresher = _refresher(server.url)
@@ -490,7 +407,7 @@ def test_gzip_transfer_is_decoded(server: _Server) -> None:
     assert refresher.current.ranges.records == _doc(RAW[3]).records
 
 
-def test_same_sync_token_again_is_unchanged(server: _Server) -> None:
+def test_same_sync_token_again_is_unchanged(server: LoopbackServer) -> None:
     server.serve(RAW[1])
     refresher = _refresher(server.url, initial=RAW[1])
     snap = refresher.current
@@ -498,7 +415,7 @@ def test_same_sync_token_again_is_unchanged(server: _Server) -> None:
     assert refresher.current is snap
 
 
-def test_md5_is_checked_when_given(server: _Server) -> None:
+def test_md5_is_checked_when_given(server: LoopbackServer) -> None:
     server.serve(RAW[1])
     refresher = _refresher(server.url)
     before = refresher.current
@@ -509,7 +426,7 @@ def test_md5_is_checked_when_given(server: _Server) -> None:
     assert good.outcome == "applied"
 
 
-def test_a_listener_can_veto_a_swap(server: _Server) -> None:
+def test_a_listener_can_veto_a_swap(server: LoopbackServer) -> None:
     server.serve(RAW[1])
     refresher = _refresher(server.url)
     before = refresher.current
@@ -561,7 +478,7 @@ def _origin_facing_v4(snap: Snapshot) -> set[str]:
     return {str(r.prefix) for r in ORIGIN_FACING.apply(snap.ranges) if r.prefix.version == 4}
 
 
-def test_shrink_guard_applies_additions_at_once_and_holds_removals_until_confirmed(server: _Server) -> None:
+def test_shrink_guard_applies_additions_at_once_and_holds_removals_until_confirmed(server: LoopbackServer) -> None:
     base = RAW[-1]
     refresher = _refresher(server.url, initial=base, selectors=[ORIGIN_FACING], confirmations=2)
     before = _origin_facing_v4(refresher.current)
@@ -592,7 +509,7 @@ def test_shrink_guard_applies_additions_at_once_and_holds_removals_until_confirm
     assert refresher.current.held_back == ()
 
 
-def test_shrink_guard_held_removals_can_be_forced_by_an_operator(server: _Server) -> None:
+def test_shrink_guard_held_removals_can_be_forced_by_an_operator(server: LoopbackServer) -> None:
     base = RAW[-1]
     refresher = _refresher(server.url, initial=base, selectors=[ORIGIN_FACING])
     shrunk = _edit(base, 1790000000, _halve_origin_facing)
@@ -605,7 +522,7 @@ def test_shrink_guard_held_removals_can_be_forced_by_an_operator(server: _Server
     assert refresher.current.ranges.records == _doc(shrunk).records
 
 
-def test_an_operator_force_in_another_process_releases_held_removals(server: _Server, tmp_path: Path) -> None:
+def test_an_operator_force_in_another_process_releases_held_removals(server: LoopbackServer, tmp_path: Path) -> None:
     base = RAW[-1]
     shrunk = _edit(base, 1790000000, _halve_origin_facing)
     worker = _refresher(server.url, initial=base, selectors=[ORIGIN_FACING], cache_dir=tmp_path)
@@ -623,7 +540,7 @@ def test_an_operator_force_in_another_process_releases_held_removals(server: _Se
     assert worker.current.ranges.records == _doc(shrunk).records
 
 
-def test_shrink_guard_ignores_a_resplit_that_removes_no_address(server: _Server) -> None:
+def test_shrink_guard_ignores_a_resplit_that_removes_no_address(server: LoopbackServer) -> None:
     base = RAW[-1]
 
     def resplit(doc: dict[str, Any]) -> None:
@@ -644,7 +561,7 @@ def test_shrink_guard_ignores_a_resplit_that_removes_no_address(server: _Server)
     assert "2600:9000:1800::/37" in served
 
 
-def test_a_readded_held_record_is_no_longer_held(server: _Server) -> None:
+def test_a_readded_held_record_is_no_longer_held(server: LoopbackServer) -> None:
     base = RAW[-1]
     refresher = _refresher(server.url, initial=base, selectors=[ORIGIN_FACING])
     server.serve(_edit(base, 1790000000, _halve_origin_facing))
@@ -658,7 +575,7 @@ def test_a_readded_held_record_is_no_longer_held(server: _Server) -> None:
 # -- cache file -------------------------------------------------------------------------------------------
 
 
-def test_accepted_documents_are_cached_atomically_and_used_at_startup(server: _Server, tmp_path: Path) -> None:
+def test_accepted_documents_are_cached_atomically_and_used_at_startup(server: LoopbackServer, tmp_path: Path) -> None:
     server.serve(RAW[1], {"ETag": '"e1"'})
     refresher = _refresher(server.url, cache_dir=tmp_path)
     assert refresher.refresh_now().outcome == "applied"
@@ -692,7 +609,7 @@ def test_accepted_documents_are_cached_atomically_and_used_at_startup(server: _S
     assert server.requests[-1]["If-None-Match"] == '"e2"'
 
 
-def test_an_unusable_cache_directory_does_not_stop_refreshes(server: _Server, tmp_path: Path) -> None:
+def test_an_unusable_cache_directory_does_not_stop_refreshes(server: LoopbackServer, tmp_path: Path) -> None:
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
     server.serve(RAW[1])
@@ -739,7 +656,7 @@ print(json.dumps({"outcome": res.outcome, "sync_token": r.current.sync_token, "s
 """
 
 
-def test_worker_processes_sharing_a_cache_dir_fetch_one_at_a_time(server: _Server, tmp_path: Path) -> None:
+def test_worker_processes_sharing_a_cache_dir_fetch_one_at_a_time(server: LoopbackServer, tmp_path: Path) -> None:
     initial = tmp_path / "initial.json"
     initial.write_bytes(RAW[0])
     cache = tmp_path / "cache"
@@ -770,7 +687,7 @@ def test_worker_processes_sharing_a_cache_dir_fetch_one_at_a_time(server: _Serve
     assert sorted(r["source"] for r in results) == ["cache", "cache", "network"]
 
 
-def test_a_worker_picks_up_a_newer_cache_file_without_fetching(server: _Server, tmp_path: Path) -> None:
+def test_a_worker_picks_up_a_newer_cache_file_without_fetching(server: LoopbackServer, tmp_path: Path) -> None:
     server.serve(RAW[4])
     fetcher = _refresher(server.url, cache_dir=tmp_path)
     other = _refresher(server.url, cache_dir=tmp_path)
@@ -785,7 +702,7 @@ def test_a_worker_picks_up_a_newer_cache_file_without_fetching(server: _Server, 
 # -- staleness, thread, fork, watchers ------------------------------------------------------------------------
 
 
-def test_stale_status_and_setting(server: _Server, caplog: pytest.LogCaptureFixture) -> None:
+def test_stale_status_and_setting(server: LoopbackServer, caplog: pytest.LogCaptureFixture) -> None:
     refresher = _refresher(server.url, max_age=3600, stale_action="reject")
     status = refresher.status()
     assert status.stale  # the initial data was published months ago and never confirmed
@@ -801,10 +718,10 @@ def test_stale_status_and_setting(server: _Server, caplog: pytest.LogCaptureFixt
     assert _refresher(server.url, max_age=10**9).status().stale is False
 
 
-def test_thread_runs_ticks_survives_failures_and_stops_idempotently(server: _Server) -> None:
+def test_thread_runs_ticks_survives_failures_and_stops_idempotently(server: LoopbackServer) -> None:
     calls = {"n": 0}
 
-    def flaky(h: _Handler) -> None:
+    def flaky(h: LoopbackHandler) -> None:
         calls["n"] += 1
         if calls["n"] % 2:
             h.send_body(b"boom", 500)
@@ -831,7 +748,7 @@ def test_thread_runs_ticks_survives_failures_and_stops_idempotently(server: _Ser
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_thread_is_recreated_in_a_forked_child(server: _Server) -> None:
+def test_thread_is_recreated_in_a_forked_child(server: LoopbackServer) -> None:
     server.serve(RAW[1])
     refresher = _refresher(server.url, interval=3600)
     refresher.start()
@@ -894,7 +811,7 @@ def test_failing_watcher_is_counted_and_never_fatal(tmp_path: Path) -> None:
 # -- with the middleware --------------------------------------------------------------------------------------
 
 
-def test_middleware_starts_and_stops_the_refresher_and_sees_each_swap(server: _Server) -> None:
+def test_middleware_starts_and_stops_the_refresher_and_sees_each_swap(server: LoopbackServer) -> None:
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route as StarletteRoute
@@ -922,7 +839,7 @@ def test_middleware_starts_and_stops_the_refresher_and_sees_each_swap(server: _S
     assert not refresher.running  # stopped on lifespan shutdown
 
 
-def test_stale_action_reject_fails_closed_through_the_middleware_and_reopens(server: _Server) -> None:
+def test_stale_action_reject_fails_closed_through_the_middleware_and_reopens(server: LoopbackServer) -> None:
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route as StarletteRoute
@@ -961,7 +878,7 @@ def test_stale_action_reject_fails_closed_through_the_middleware_and_reopens(ser
     assert not _refresher(server.url, max_age=3600).current.stale_reject
 
 
-def test_watch_only_refresher_checks_watchers_and_never_fetches(server: _Server, tmp_path: Path) -> None:
+def test_watch_only_refresher_checks_watchers_and_never_fetches(server: LoopbackServer, tmp_path: Path) -> None:
     path = tmp_path / "db.txt"
     path.write_text("one")
     watched = WatchedFile(path, lambda p: Path(p).read_text(), name="db")
@@ -999,7 +916,7 @@ def _drop_one_ec2_range(doc: dict[str, Any]) -> None:
     "selectors", [(ORIGIN_FACING, Selector.preset("region:us-east-1")), ()], ids=["policies", "everything"]
 )
 def test_worker_differences_agree_with_parsing_in_process(
-    server: _Server, selectors: tuple[Selector, ...], monkeypatch: pytest.MonkeyPatch
+    server: LoopbackServer, selectors: tuple[Selector, ...], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Updates, a guarded shrink, refusals, a veto, a reordered document and a worker restart, through
     a refresher that parses in the worker and one that parses in this process: same outcome, same
@@ -1077,7 +994,7 @@ def test_worker_differences_agree_with_parsing_in_process(
     ], list(zip(names, kinds, strict=True))
 
 
-def test_selections_through_record_positions_equal_a_full_scan(server: _Server) -> None:
+def test_selections_through_record_positions_equal_a_full_scan(server: LoopbackServer) -> None:
     refresher = _refresher(server.url, initial=RAW[-2])
     server.serve(RAW[-1])
     assert refresher.refresh_now().outcome == "applied"
@@ -1117,7 +1034,7 @@ def _matches(sel: Selector, r: Record) -> bool:
     )
 
 
-def test_record_positions_are_not_carried_over_to_other_records(server: _Server) -> None:
+def test_record_positions_are_not_carried_over_to_other_records(server: LoopbackServer) -> None:
     import dataclasses
 
     refresher = _refresher(server.url)
@@ -1130,7 +1047,7 @@ def test_record_positions_are_not_carried_over_to_other_records(server: _Server)
     assert ORIGIN_FACING.apply(fewer).records == tuple(r for r in indexed.records[::2] if _matches(ORIGIN_FACING, r))
 
 
-def test_a_document_from_the_worker_pickles_like_any_other(server: _Server) -> None:
+def test_a_document_from_the_worker_pickles_like_any_other(server: LoopbackServer) -> None:
     import pickle
 
     refresher = _refresher(server.url)

@@ -10,6 +10,8 @@ import pytest
 
 from originshield.cli import main
 
+pytestmark = pytest.mark.tooling
+
 HISTORY = Path(__file__).parent / "data" / "aws" / "history"
 NEWEST = HISTORY / "ip-ranges-1787411825.json.gz"
 

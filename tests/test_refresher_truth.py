@@ -1,6 +1,6 @@
 """Issue 13: the served state is the durable state, and no source fault outlives its deadline.
 
-Every fault is played by a real HTTP server on 127.0.0.1 (tests.test_refresher's scriptable one),
+Every fault is played by a real HTTP server on 127.0.0.1 (tests/loopback.py's scriptable one),
 every process is a real process, and every refresh is timed against its deadline.
 """
 
@@ -15,9 +15,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,30 +28,18 @@ from originshield.errors import RangesError
 from originshield.fetch import md5_hex
 from originshield.refresher import Refresher, _Interner, _Pacer, _parse_document, _ParseWorker
 
+from .loopback import LoopbackHandler, LoopbackServer
 from .test_refresher import (
     ORIGIN_FACING,
     RAW,
     _doc,
     _edit,
-    _Handler,
     _refresher,
-    _Server,
 )
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real server or process; run once in CI (ci/tests.sh)
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def server() -> Iterator[_Server]:
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.release.set()  # ends every dripping handler
-        srv.shutdown()
-        srv.server_close()
 
 
 UNREACHABLE = "http://127.0.0.1:9/ip-ranges.json"  # the discard port: connection refused
@@ -69,7 +55,7 @@ def _timed(refresher: Refresher, **kwargs: Any) -> tuple[Any, float]:
     return result, time.monotonic() - started
 
 
-def _drip(h: _Handler, data: bytes, every: float = 0.25) -> None:
+def _drip(h: LoopbackHandler, data: bytes, every: float = 0.25) -> None:
     try:
         for i in range(len(data)):
             if h.server.release.is_set():
@@ -80,19 +66,19 @@ def _drip(h: _Handler, data: bytes, every: float = 0.25) -> None:
         return  # the client gave up: what the deadline is for
 
 
-def _dripping_body(h: _Handler) -> None:
+def _dripping_body(h: LoopbackHandler) -> None:
     h.send_response(200)
     h.send_header("Content-Length", str(len(RAW[1])))
     h.end_headers()
     _drip(h, RAW[1])
 
 
-def _dripping_headers(h: _Handler) -> None:
+def _dripping_headers(h: LoopbackHandler) -> None:
     h.wfile.write(b"HTTP/1.1 200 OK\r\n")
     _drip(h, b"X-Slow: " + b"a" * 10_000 + b"\r\n\r\n")
 
 
-def _cut_header_block(h: _Handler) -> None:
+def _cut_header_block(h: LoopbackHandler) -> None:
     # No Content-Length, no empty line: the connection ends inside the header block.
     h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
     h.wfile.flush()
@@ -106,7 +92,7 @@ def _cut_header_block(h: _Handler) -> None:
     ids=["dripping body", "dripping headers", "cut header block"],
 )
 def test_a_fault_of_the_source_ends_by_the_deadline_and_keeps_the_data(
-    server: _Server, action: Any, reason: str, record_property: Any
+    server: LoopbackServer, action: Any, reason: str, record_property: Any
 ) -> None:
     refresher = _refresher(server.url, timeout=1.0, deadline=DEADLINE)
     before = refresher.current
@@ -119,7 +105,7 @@ def test_a_fault_of_the_source_ends_by_the_deadline_and_keeps_the_data(
     assert refresher.status().counts[reason] == 1
 
 
-def test_a_stopped_parse_worker_is_killed_replaced_and_the_refresh_ends_in_time(server: _Server) -> None:
+def test_a_stopped_parse_worker_is_killed_replaced_and_the_refresh_ends_in_time(server: LoopbackServer) -> None:
     server.serve(RAW[1])
     assert _refresher(server.url).refresh_now().outcome == "applied"  # the worker is up
     refresher = _refresher(server.url, initial=RAW[1], deadline=DEADLINE)
@@ -163,7 +149,7 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
-def test_one_strict_parser_for_every_path(server: _Server, name: str) -> None:
+def test_one_strict_parser_for_every_path(server: LoopbackServer, name: str) -> None:
     body = HOSTILE[name]
     assert body != RAW[1]
     with pytest.raises(RangesError):
@@ -178,7 +164,9 @@ def test_one_strict_parser_for_every_path(server: _Server, name: str) -> None:
         assert (result.outcome, result.reason) == ("refused", "invalid-document"), (worker, result)
 
 
-def test_a_future_sync_token_is_refused_and_force_overrides_monotonicity(server: _Server, tmp_path: Path) -> None:
+def test_a_future_sync_token_is_refused_and_force_overrides_monotonicity(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
     refresher = _refresher(server.url, initial=RAW[-1], cache_dir=tmp_path)
     future = int(time.time()) + 10 * 365 * 86400
     server.serve(_edit(RAW[-1], future))
@@ -217,7 +205,7 @@ def test_a_cache_file_a_config_would_reject_is_set_aside_at_start(tmp_path: Path
 
 
 def test_fetch_without_a_config_refuses_to_write_what_a_config_would_reject(
-    server: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    server: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server.serve(_edit(RAW[-1], _doc(RAW[-1]).sync_token + 60, _without_origin_facing))
     assert main(["fetch", "--url", server.url, "--cache", str(tmp_path)]) == 1
@@ -263,7 +251,7 @@ def _covered(ranges: AwsIpRanges) -> float:
 STEPS = (0.18, 0.36, 0.49, 0.59)
 
 
-def test_a_shrink_in_small_steps_is_measured_against_the_window_not_the_last_step(server: _Server) -> None:
+def test_a_shrink_in_small_steps_is_measured_against_the_window_not_the_last_step(server: LoopbackServer) -> None:
     refresher = _refresher(server.url, initial=RAW[-1], selectors=[ORIGIN_FACING])
     token = _doc(RAW[-1]).sync_token
     held = []
@@ -285,7 +273,7 @@ def test_a_shrink_in_small_steps_is_measured_against_the_window_not_the_last_ste
     assert _covered(naive.current.ranges) < 0.5
 
 
-def test_conditional_headers_are_not_sent_to_another_url(server: _Server, tmp_path: Path) -> None:
+def test_conditional_headers_are_not_sent_to_another_url(server: LoopbackServer, tmp_path: Path) -> None:
     server.serve(RAW[1], {"ETag": '"e1"', "Last-Modified": "Mon, 01 Jun 2026 00:00:00 GMT"})
     first = _refresher(server.url, cache_dir=tmp_path)
     assert first.refresh_now().outcome == "applied"
@@ -304,7 +292,7 @@ def test_conditional_headers_are_not_sent_to_another_url(server: _Server, tmp_pa
 
 
 def test_fetch_exits_1_when_the_cache_cannot_be_written(
-    server: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    server: LoopbackServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "ip-ranges.json.meta").mkdir()  # the state cannot be replaced (even by root)
     server.serve(_edit(RAW[-1], _doc(RAW[-1]).sync_token + 60))
@@ -315,7 +303,7 @@ def test_fetch_exits_1_when_the_cache_cannot_be_written(
     assert out["status"]["failures_by_kind"]["cache-error"] >= 1
 
 
-def test_every_process_records_its_attempts_in_the_shared_metadata(server: _Server, tmp_path: Path) -> None:
+def test_every_process_records_its_attempts_in_the_shared_metadata(server: LoopbackServer, tmp_path: Path) -> None:
     worker = _refresher(server.url, cache_dir=tmp_path)
     for _ in range(4):
         server.action = lambda h: h.send_body(b"", 503)
@@ -330,12 +318,12 @@ def test_every_process_records_its_attempts_in_the_shared_metadata(server: _Serv
     assert Refresher(UNREACHABLE, cache_dir=tmp_path / "new").status().freshness == "not yet checked"
 
 
-def test_an_md5_mismatch_keeps_the_data_and_retries_until_the_announced_document(server: _Server) -> None:
+def test_an_md5_mismatch_keeps_the_data_and_retries_until_the_announced_document(server: LoopbackServer) -> None:
     refresher = _refresher(server.url, deadline=10.0)
     announced = RAW[2]
     served: list[int] = []
 
-    def propagating(h: _Handler) -> None:  # the notice outruns the propagation: twice the old file
+    def propagating(h: LoopbackHandler) -> None:  # the notice outruns the propagation: twice the old file
         served.append(1)
         h.send_body(RAW[1] if len(served) <= 2 else announced)
 
@@ -391,7 +379,9 @@ def _addresses(records: list[Record]) -> list[str]:
     return [str(r.prefix.network_address + r.prefix.num_addresses // 2) for r in records]
 
 
-def test_held_records_survive_in_a_new_process_with_the_source_unreachable(server: _Server, tmp_path: Path) -> None:
+def test_held_records_survive_in_a_new_process_with_the_source_unreachable(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
     cache = tmp_path / "cache"
     token = _doc(RAW[-1]).sync_token
     seed = tmp_path / "seed.json"
@@ -428,7 +418,7 @@ def test_held_records_survive_in_a_new_process_with_the_source_unreachable(serve
     assert {str(r.prefix) for r in dropped} <= listed
 
 
-def test_held_records_survive_a_worker_killed_and_respawned(server: _Server, tmp_path: Path) -> None:
+def test_held_records_survive_a_worker_killed_and_respawned(server: LoopbackServer, tmp_path: Path) -> None:
     """The issue's measurement: workers hold a shrink back; one is killed with SIGKILL and a new
     one starts on the cache (as uvicorn respawns it); every held address is still allowed."""
     token = _doc(RAW[-1]).sync_token
@@ -455,7 +445,9 @@ def test_held_records_survive_a_worker_killed_and_respawned(server: _Server, tmp
     assert all(respawned["allowed"])  # zero false rejects after the respawn
 
 
-def test_history_replay_with_a_restart_at_every_step_serves_the_same_state(server: _Server, tmp_path: Path) -> None:
+def test_history_replay_with_a_restart_at_every_step_serves_the_same_state(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
     """The 25 real publications through a cache: after each, a process restarted on the cache with
     the source unreachable serves exactly what the running one serves (zero false rejects)."""
     selectors = [ORIGIN_FACING, Selector.preset("region:us-east-1")]
@@ -473,7 +465,7 @@ def test_history_replay_with_a_restart_at_every_step_serves_the_same_state(serve
     assert mismatches == 0
 
 
-def test_stale_reject_at_start_waits_for_the_first_attempt_instead_of_refusing(server: _Server) -> None:
+def test_stale_reject_at_start_waits_for_the_first_attempt_instead_of_refusing(server: LoopbackServer) -> None:
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route as StarletteRoute
@@ -520,7 +512,7 @@ def test_a_cache_file_without_its_state_is_guarded_against_the_embedded_snapshot
 
 
 def test_explain_and_export_read_the_served_state_held_records_included(
-    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from .configs import alb_config
 

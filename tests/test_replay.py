@@ -18,6 +18,8 @@ from originshield.cli import main
 from originshield.replay import LogRequest, Replayer, read_logs
 from tests.data.logs.make_logs import EXPECTED
 
+from .asgi import never_called
+
 ROOT = Path(__file__).parent.parent
 LOGS = ROOT / "tests" / "data" / "logs"
 CONFIG = str(ROOT / "examples" / "cloudfront_alb" / "originshield.toml")
@@ -138,10 +140,6 @@ def test_clean_log_exits_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path
 def test_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", "--config", CONFIG, "--peer", "not-an-ip", str(LOGS / "alb")]) == 2
     assert "--peer: not an IP address" in capsys.readouterr().err
-
-
-async def never_called(scope: Any, receive: Any, send: Any) -> None:
-    raise AssertionError("replay never serves")
 
 
 def test_memory_stays_bounded_by_max_addresses() -> None:

@@ -16,40 +16,19 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from originshield import OriginShield, SecretHeader
 from originshield.rewrite import HINTS, RewriteProbe
 
+from .asgi import ok_app, run_request
+
 SECRET = "rewrite-test-secret-0123456789"
 EDGE = "130.176.1.1"  # CLOUDFRONT_ORIGIN_FACING in the embedded snapshot
 
 
-async def ok_app(scope: Any, receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b""})
-
-
-def http_scope(client: tuple[str, int], xff: str | None, forwarded_port: str | None = None) -> dict[str, Any]:
+def forwarded_scope(client: tuple[str, int], xff: str | None, forwarded_port: str | None = None) -> dict[str, Any]:
     headers = [(b"host", b"origin.example"), (b"x-origin-verify", SECRET.encode())]
     if xff is not None:
         headers.append((b"x-forwarded-for", xff.encode()))
     if forwarded_port is not None:
         headers.append((b"x-forwarded-port", forwarded_port.encode()))
     return {"type": "http", "method": "GET", "path": "/", "raw_path": b"/", "headers": headers, "client": client}
-
-
-async def call(app: Any, scope: dict[str, Any]) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent
 
 
 async def lifespan(app: Any) -> None:
@@ -71,10 +50,10 @@ def shield() -> Any:  # Any: the servers' own ASGI type aliases are narrower tha
 def test_untouched_scopes_say_nothing(caplog: pytest.LogCaptureFixture) -> None:
     probe = RewriteProbe(requests=3)
     for _ in range(2):
-        assert probe.observe(http_scope(("127.0.0.1", 51000), f"203.0.113.7, {EDGE}"))
-    assert not probe.observe(http_scope((EDGE, 443), None))  # the third and last request looked at
+        assert probe.observe(forwarded_scope(("127.0.0.1", 51000), f"203.0.113.7, {EDGE}"))
+    assert not probe.observe(forwarded_scope((EDGE, 443), None))  # the third and last request looked at
     assert probe.findings == [] and not probe.active
-    assert probe.observe(http_scope(("203.0.113.7", 0), "203.0.113.7")) is False  # done: looks no more
+    assert probe.observe(forwarded_scope(("203.0.113.7", 0), "203.0.113.7")) is False  # done: looks no more
     assert probe.findings == []
 
 
@@ -92,7 +71,7 @@ def test_untouched_scopes_say_nothing(caplog: pytest.LogCaptureFixture) -> None:
 )
 def test_signs(client: tuple[str, int], xff: str | None, port_header: str | None, kinds: list[str]) -> None:
     probe = RewriteProbe()
-    probe.observe(http_scope(client, xff, port_header))
+    probe.observe(forwarded_scope(client, xff, port_header))
     assert [f.kind for f in probe.findings] == kinds
 
 
@@ -101,7 +80,7 @@ def test_uvicorn_proxy_headers_middleware_found_on_startup(caplog: pytest.LogCap
     wrapped = ProxyHeadersMiddleware(mw, trusted_hosts="*")  # what uvicorn does with --forwarded-allow-ips='*'
     with caplog.at_level(logging.WARNING, logger="originshield"):
         asyncio.run(lifespan(wrapped))
-        asyncio.run(call(wrapped, http_scope(("127.0.0.1", 50000), f"203.0.113.7, {EDGE}")))
+        run_request(wrapped, forwarded_scope(("127.0.0.1", 50000), f"203.0.113.7, {EDGE}"))
     warnings = [r.getMessage() for r in caplog.records if "rewrites scope['client']" in r.getMessage()]
     assert warnings[0].startswith("originshield: uvicorn rewrites") and "forwarded_allow_ips='*'" in warnings[0]
     assert HINTS["uvicorn"] in warnings[0]
@@ -114,7 +93,7 @@ def test_hypercorn_proxy_fix_found_on_first_request(caplog: pytest.LogCaptureFix
     mw = shield()
     wrapped = ProxyFixMiddleware(mw, mode="legacy", trusted_hops=1)
     with caplog.at_level(logging.WARNING, logger="originshield"):
-        sent = asyncio.run(call(wrapped, http_scope(("127.0.0.1", 50000), f"203.0.113.7, {EDGE}")))
+        sent = run_request(wrapped, forwarded_scope(("127.0.0.1", 50000), f"203.0.113.7, {EDGE}"))
     assert sent[0]["status"] == 200  # ProxyFix made the edge the peer: topology 1 as far as we can tell
     text = caplog.text
     assert "hypercorn rewrites scope['client']" in text and "trusted_hops=1" in text
@@ -129,5 +108,5 @@ def test_probe_off(caplog: pytest.LogCaptureFixture) -> None:
         detect_proxy_rewrite=False,
     )
     with caplog.at_level(logging.WARNING, logger="originshield"):
-        asyncio.run(call(ProxyHeadersMiddleware(mw, trusted_hosts="*"), http_scope(("127.0.0.1", 1), EDGE)))
+        run_request(ProxyHeadersMiddleware(mw, trusted_hosts="*"), forwarded_scope(("127.0.0.1", 1), EDGE))
     assert "rewrites" not in caplog.text

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import ssl
 import subprocess
@@ -17,20 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .test_examples import RANGES, ROOT, SECRET, free_port
+from .environment import ROOT, SECRET
+from .loopback import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a real server or process; run once in CI (ci/tests.sh)
 
 SCRIPT = str(Path(sys.executable).with_name("originshield"))
 PER_ROUTE = "examples/per_route/originshield.toml"  # /health from 127.0.0.1 is allowed
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ORIGINSHIELD_SECRET": SECRET,
-        "ORIGINSHIELD_RANGES_SOURCE": str(RANGES),
-        "ORIGINSHIELD_CACHE_DIR": str(tmp_path / "cache"),
-    }
 
 
 def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -39,17 +31,19 @@ def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess
     )
 
 
-def test_a_crashing_app_with_two_workers_stops(tmp_path: Path, env: dict[str, str]) -> None:
+def test_a_crashing_app_with_two_workers_stops(tmp_path: Path, server_env: dict[str, str]) -> None:
     (tmp_path / "crashy.py").write_text('raise RuntimeError("boom at import")\n', encoding="utf-8")
     args = ["crashy:app", "--app-dir", str(tmp_path), "--config", PER_ROUTE, "--workers", "2"]
     started = time.monotonic()
-    proc = run([*args, "--port", str(free_port())], env)
+    proc = run([*args, "--port", str(free_port())], server_env)
     assert proc.returncode == 2
     assert time.monotonic() - started < 45
     assert "a worker could not start, stopped: RuntimeError: boom at import" in proc.stderr
     assert proc.stderr.count("boom at import") < 10  # not thousands of respawns
     # One worker: the same, not uvicorn's bare exit status 3.
-    proc = run(["crashy:app", "--app-dir", str(tmp_path), "--config", PER_ROUTE, "--port", str(free_port())], env)
+    proc = run(
+        ["crashy:app", "--app-dir", str(tmp_path), "--config", PER_ROUTE, "--port", str(free_port())], server_env
+    )
     assert proc.returncode == 2
     assert "a worker could not start" in proc.stderr
 
@@ -64,8 +58,8 @@ def test_a_crashing_app_with_two_workers_stops(tmp_path: Path, env: dict[str, st
         (["examples.app:app", "--log-config", "/nonexistent.json"], "/nonexistent.json: not a readable file"),
     ],
 )
-def test_fails_before_binding(args: list[str], message: str, env: dict[str, str]) -> None:
-    proc = run([*args, "--config", PER_ROUTE, "--workers", "2", "--port", str(free_port())], env)
+def test_fails_before_binding(args: list[str], message: str, server_env: dict[str, str]) -> None:
+    proc = run([*args, "--config", PER_ROUTE, "--workers", "2", "--port", str(free_port())], server_env)
     assert proc.returncode == 2
     assert message in proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr
@@ -98,7 +92,7 @@ def server(args: list[str], env: dict[str, str], ready: object) -> Iterator[subp
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="makes its certificate with openssl")
-def test_tls_root_path_json_logs_and_no_access_log(tmp_path: Path, env: dict[str, str]) -> None:
+def test_tls_root_path_json_logs_and_no_access_log(tmp_path: Path, server_env: dict[str, str]) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     self_signed = ["-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
     openssl = ["openssl", "req", *self_signed, "-addext", "subjectAltName=IP:127.0.0.1"]
@@ -107,7 +101,9 @@ def test_tls_root_path_json_logs_and_no_access_log(tmp_path: Path, env: dict[str
     base = f"https://127.0.0.1:{port}"
     tls = ssl.create_default_context(cafile=str(cert))
     args = ["--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--root-path", "/origin"]
-    with server([*args, "--log-format", "json", "--no-access-log"], env, lambda: httpx.get(base, verify=tls)) as proc:
+    with server(
+        [*args, "--log-format", "json", "--no-access-log"], server_env, lambda: httpx.get(base, verify=tls)
+    ) as proc:
         # uvicorn puts the root path in front of scope["path"]: /health is /origin/health to the
         # routes, so the per-route example's health exemption no longer applies (fail closed).
         assert httpx.get(base + "/health", verify=tls).status_code == 403
@@ -123,7 +119,7 @@ def test_tls_root_path_json_logs_and_no_access_log(tmp_path: Path, env: dict[str
     assert not [d for d in docs if d["logger"] == "uvicorn.access"]
 
 
-def test_unix_socket_refuses_with_no_client_address(tmp_path: Path, env: dict[str, str]) -> None:
+def test_unix_socket_refuses_with_no_client_address(tmp_path: Path, server_env: dict[str, str]) -> None:
     sock = str(tmp_path / "s.sock")
     transport = httpx.HTTPTransport(uds=sock)
 
@@ -131,7 +127,7 @@ def test_unix_socket_refuses_with_no_client_address(tmp_path: Path, env: dict[st
         with httpx.Client(transport=transport) as client:
             return client.get("http://localhost/health")
 
-    with server(["--uds", sock], env, get) as proc:
+    with server(["--uds", sock], server_env, get) as proc:
         assert get().status_code == 403  # the monitoring route checks the peer: there is none
         proc.terminate()
         output = proc.communicate(timeout=20)[0]
@@ -139,10 +135,10 @@ def test_unix_socket_refuses_with_no_client_address(tmp_path: Path, env: dict[st
     assert "reason=no_client_address" in output
 
 
-def test_proxy_headers_stay_off_with_every_option(env: dict[str, str]) -> None:
+def test_proxy_headers_stay_off_with_every_option(server_env: dict[str, str]) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with server(["--port", str(port), "--ws", "websockets"], env, lambda: httpx.get(base + "/health")):
+    with server(["--port", str(port), "--ws", "websockets"], server_env, lambda: httpx.get(base + "/health")):
         # A forged X-Forwarded-For from 127.0.0.1 (uvicorn's default trusted proxy): no rewriting.
         headers = {"x-forwarded-for": "130.176.88.1", "x-origin-verify": SECRET}
         assert httpx.get(base + "/api/items", headers=headers).status_code == 403

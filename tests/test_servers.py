@@ -34,9 +34,10 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import connect
 
 from originshield.rewrite import HINTS
+from tests.loopback import free_port
 from tests.servers_app import SECRET
 
-pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.servers, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).parent.parent
 EDGE = "130.176.88.1"  # 130.176.88.0/21 GLOBAL CLOUDFRONT_ORIGIN_FACING (tests/data/aws/ip-ranges.json)
@@ -119,12 +120,6 @@ SMALL_RANGES = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Running:
     port: int
@@ -141,7 +136,7 @@ class Running:
 def run(server: Server, tmp: Path, *, rewriting: bool) -> Iterator[Running]:
     if importlib.util.find_spec(server.module) is None:
         pytest.skip(f"{server.name}: the package {server.module!r} is not installed")
-    port = _free_port()
+    port = free_port()
     argv = [
         sys.executable,
         "-m",

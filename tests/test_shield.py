@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 import uvicorn
 
-from originshield import AwsIpRanges, OriginShield, Policy, Route, SecretHeader, load_ranges
+from originshield import AwsIpRanges, OriginShield, Policy, Route, SecretHeader
 from originshield import engine as engine_module
 from originshield.radix import SPEEDUPS
 from originshield.snapshot import SnapshotHolder
+
+from .asgi import Recorder, http_scope, ok_app, run_request
 
 pytestmark = pytest.mark.skipif(
     SPEEDUPS is None and not os.environ.get("ORIGINSHIELD_REQUIRE_SPEEDUPS"),
@@ -36,16 +38,6 @@ EDGE = "130.176.1.1"
 ALB, VPC = "10.0.3.17", "10.0.0.0/16"
 ATTACKER = "198.51.100.66"
 _HAVE_VECTORCALL = 1 << 11  # Py_TPFLAGS_HAVE_VECTORCALL (Include/object.h)
-
-
-@pytest.fixture(scope="module")
-def ranges() -> AwsIpRanges:
-    return load_ranges()
-
-
-async def ok_app(scope: Scope, receive: Any, send: Any) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"ok"})
 
 
 def secret() -> SecretHeader:
@@ -69,27 +61,6 @@ def t2(ranges: AwsIpRanges, **options: Any) -> OriginShield:
     )
 
 
-def scope(
-    path: str = "/api/items",
-    headers: list[Any] | tuple[Any, ...] | None = None,
-    client: Any = ("127.0.0.1", 50000),
-    method: str = "GET",
-    kind: str = "http",
-) -> Scope:
-    s: Scope = {
-        "type": kind,
-        "asgi": {"version": "3.0"},
-        "path": path,
-        "raw_path": path.encode("utf-8", "surrogateescape"),
-        "query_string": b"",
-        "headers": [] if headers is None else headers,
-        "client": client,
-    }
-    if kind == "http":
-        s["method"] = method
-    return s
-
-
 def chain(edge: str = EDGE, viewer: str = "203.0.113.7") -> list[tuple[bytes, bytes]]:
     return [
         (b"host", b"origin.example"),
@@ -98,35 +69,13 @@ def chain(edge: str = EDGE, viewer: str = "203.0.113.7") -> list[tuple[bytes, by
     ]
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.scopes: list[Scope] = []
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        self.scopes.append(scope)
-        await ok_app(scope, receive, send)
-
-
-def run_request(mw: Any, s: Scope) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(mw(s, receive, send))
-    return sent
-
-
 def test_call_counts_strips_and_refuses(ranges: AwsIpRanges) -> None:
     app = Recorder()
     mw = t2(ranges)
     mw.app = app  # the C decider follows the app (as the Python path does)
     for _ in range(5):
         headers = chain()
-        sent = run_request(mw, scope(headers=headers))
+        sent = run_request(mw, http_scope(headers))
         assert sent[0]["status"] == 200
         assert headers == chain(), "the server's own headers list must be left alone"
     assert len(app.scopes) == 5
@@ -135,7 +84,7 @@ def test_call_counts_strips_and_refuses(ranges: AwsIpRanges) -> None:
         assert (b"host", b"origin.example") in s["headers"]
     assert mw.counters.allowed() == 5
     for _ in range(3):
-        sent = run_request(mw, scope(headers=chain(edge=ATTACKER)))
+        sent = run_request(mw, http_scope(chain(edge=ATTACKER)))
         assert sent[0]["status"] == 403 and sent[1]["body"] == b"Forbidden\n"
         assert (b"cache-control", b"no-store") in sent[0]["headers"]
     assert mw.counters.rejected() == {"edge_not_allowed": 3}
@@ -146,7 +95,7 @@ def test_call_logs_refusals_exactly_and_rate_limited(ranges: AwsIpRanges, caplog
     mw = t2(ranges, log_burst=2, log_interval=3600)
     with caplog.at_level(logging.INFO, logger="originshield"):
         for _ in range(5):
-            run_request(mw, scope(headers=chain(edge=ATTACKER), client=(ALB, 1)))
+            run_request(mw, http_scope(chain(edge=ATTACKER), ALB))
     lines = [r.getMessage() for r in caplog.records if "edge_not_allowed" in r.getMessage()]
     expected = mw.explain("GET", "/api/items", chain(edge=ATTACKER), peer=ALB).log_line()
     assert lines == [expected] * 2  # explain reproduces the logged line exactly
@@ -165,7 +114,7 @@ def test_call_report_only_lets_refusals_through(ranges: AwsIpRanges) -> None:
     mw.app = app
     for _ in range(2):
         assert (
-            run_request(mw, scope(headers=[*chain(edge=ATTACKER), (b"x-origin-verify", SECRET.encode())]))[0]["status"]
+            run_request(mw, http_scope([*chain(edge=ATTACKER), (b"x-origin-verify", SECRET.encode())]))[0]["status"]
             == 200
         )
     assert len(app.scopes) == 2
@@ -189,10 +138,10 @@ def test_call_starts_the_refresher_lazily(ranges: AwsIpRanges) -> None:
     holder = StartableHolder(ranges)
     mw = OriginShield(ok_app, ranges=holder, secret=secret(), trusted_proxies=[VPC], detect_proxy_rewrite=False)
     assert mw._fast is None
-    run_request(mw, scope(headers=chain(), client=(ALB, 1)))
+    run_request(mw, http_scope(chain(), ALB))
     assert holder.started == 1
     assert mw._fast is mw.engine.native
-    run_request(mw, scope(headers=chain(), client=(ALB, 1)))
+    run_request(mw, http_scope(chain(), ALB))
     assert holder.started == 1 and mw.counters.allowed() == 2
 
 
@@ -200,9 +149,9 @@ def test_the_rewrite_probe_hands_the_requests_to_c_after_its_first_ones(ranges: 
     mw = OriginShield(ok_app, ranges=ranges, secret=secret(), trusted_proxies=[VPC])  # probe on by default
     for n in range(16):
         assert mw._fast is None, n  # the probe watches these in Python
-        run_request(mw, scope(headers=chain(), client=(ALB, 1)))
+        run_request(mw, http_scope(chain(), ALB))
     assert mw._fast is mw.engine.native
-    run_request(mw, scope(headers=chain(), client=(ALB, 1)))
+    run_request(mw, http_scope(chain(), ALB))
     assert mw.counters.allowed() == 17
 
 
@@ -210,7 +159,7 @@ def test_servers_see_an_asgi3_app(ranges: AwsIpRanges) -> None:
     mw = t2(ranges)
     assert asyncio.iscoroutinefunction(mw.__call__) and inspect.iscoroutinefunction(mw.__call__)
     config = uvicorn.Config(mw, lifespan="off", log_level="warning")
-    config.load()
+    config.load_ranges()
     assert config.interface == "asgi3"
     assert list(inspect.signature(mw.__call__).parameters) == ["scope", "receive", "send"]
     # The C slot, not Python's dispatch to a __call__ attribute, is what calling the instance runs,
@@ -235,7 +184,7 @@ def test_a_subclass_may_wrap_call(ranges: AwsIpRanges) -> None:
     for cls in (Wrapping, Plain):
         mw = cls(ok_app, ranges=ranges, secret=secret(), trusted_proxies=["127.0.0.1/32"])
         for edge, status in ((EDGE, 200), (EDGE, 200), (ATTACKER, 403)):
-            assert run_request(mw, scope(headers=chain(edge=edge)))[0]["status"] == status
+            assert run_request(mw, http_scope(chain(edge=edge)))[0]["status"] == status
         assert mw.counters.allowed() == 2 and mw.counters.rejected() == {"edge_not_allowed": 1}
     assert seen == ["/api/items"] * 3
     assert Plain.__call__ is SPEEDUPS.Shield.__call__
@@ -252,7 +201,7 @@ def test_an_app_that_returns_none_runs_once(ranges: AwsIpRanges) -> None:
     mw: Any = t2(ranges)
     mw.app = plain
     for _ in range(3):
-        assert mw(scope(headers=chain()), None, None) is None
+        assert mw(http_scope(chain()), None, None) is None
     assert calls == ["/api/items"] * 3 and mw.counters.allowed() == 3
 
 
@@ -267,18 +216,18 @@ def test_a_reassigned_call_is_honoured(ranges: AwsIpRanges, monkeypatch: pytest.
 
     mw = t2(ranges)
     monkeypatch.setattr(OriginShield, "__call__", replaced)
-    assert run_request(mw, scope(headers=chain()))[0]["status"] == 299
+    assert run_request(mw, http_scope(chain()))[0]["status"] == 299
     assert seen == ["/api/items"] and mw.counters.allowed() == 0
     monkeypatch.undo()
     assert SPEEDUPS.enable_vectorcall(OriginShield)  # 3.12 cleared the flag with the reassignment
-    assert run_request(mw, scope(headers=chain()))[0]["status"] == 200
+    assert run_request(mw, http_scope(chain()))[0]["status"] == 200
 
 
 def test_calling_the_attribute_by_name_decides_the_same(ranges: AwsIpRanges) -> None:
     mw = t2(ranges)
     app = Recorder()
     mw.app = app
-    for s, status in ((scope(headers=chain()), 200), (scope(headers=chain(edge=ATTACKER)), 403)):
+    for s, status in ((http_scope(chain()), 200), (http_scope(chain(edge=ATTACKER)), 403)):
         assert run_request(mw.__call__, s)[0]["status"] == status
     assert mw.counters.allowed() == 1 and mw.counters.rejected() == {"edge_not_allowed": 1}
     assert all(name != b"x-origin-verify" for s in app.scopes for name, _ in s["headers"])
@@ -291,8 +240,8 @@ def test_without_the_decider_everything_runs_in_python(ranges: AwsIpRanges, monk
     mw.app = app
     assert mw.engine.native is None and mw._fast is None
     for _ in range(3):
-        assert run_request(mw, scope(headers=chain()))[0]["status"] == 200
-    assert run_request(mw, scope(headers=chain(edge=ATTACKER)))[0]["status"] == 403
+        assert run_request(mw, http_scope(chain()))[0]["status"] == 200
+    assert run_request(mw, http_scope(chain(edge=ATTACKER)))[0]["status"] == 403
     assert mw.counters.allowed() == 3 and mw.counters.rejected() == {"edge_not_allowed": 1}
     assert all(name != b"x-origin-verify" for s in app.scopes for name, _ in s["headers"])
 
@@ -311,7 +260,7 @@ async def app(scope, receive, send):
 mw = OriginShield(app, ranges=load_ranges(), default=Policy.health_check(["10.0.0.0/8"]))
 assert SPEEDUPS is None and OriginShield.__mro__[1] is object and OriginShield.__call__ is OriginShield._handle
 config = uvicorn.Config(mw, lifespan="off", log_level="warning")
-config.load()
+config.load_ranges()
 statuses = []
 for peer in ("10.1.2.3", "192.0.2.1"):
     sent = []
@@ -355,7 +304,7 @@ def test_a_scope_that_changes_under_the_decider_is_safe(ranges: AwsIpRanges) -> 
     app = Recorder()
     mw = t2(ranges, report_only=True)
     mw.app = app
-    s = scope(headers=chain())
+    s = http_scope(chain())
     del s["client"]
     s[Meddler("meddler")] = None
     target.append(s)

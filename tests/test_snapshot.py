@@ -14,11 +14,9 @@ from starlette.testclient import TestClient
 from originshield import OriginShield, Policy, Route, SecretHeader, aws
 from originshield.snapshot import Snapshot, SnapshotHolder
 
+from .asgi import never_called
+
 HISTORY = sorted((Path(__file__).parent / "data" / "aws" / "history").glob("ip-ranges-*.json.gz"))
-
-
-async def _app(scope: Any, receive: Any, send: Any) -> None:
-    raise AssertionError("not called")
 
 
 def _veto(snap: Snapshot) -> None:
@@ -28,7 +26,7 @@ def _veto(snap: Snapshot) -> None:
 def test_a_veto_after_the_middleware_prepared_leaves_everything_on_the_old_data() -> None:
     old, new = aws.load_ranges(HISTORY[0]), aws.load_ranges(HISTORY[-1])
     holder = SnapshotHolder(old, "file")
-    shield = OriginShield(_app, ranges=holder, default=Policy.region_locked(["us-east-1"]))
+    shield = OriginShield(never_called, ranges=holder, default=Policy.region_locked(["us-east-1"]))
     holder.subscribe(_veto)  # registered after the middleware: runs after it has compiled
     with pytest.raises(RuntimeError, match="refusing generation 2"):
         holder.publish(new, "network")
@@ -40,7 +38,7 @@ def test_a_veto_after_the_middleware_prepared_leaves_everything_on_the_old_data(
 def test_publish_commits_every_listener_then_swaps() -> None:
     old, new = aws.load_ranges(HISTORY[0]), aws.load_ranges(HISTORY[-1])
     holder = SnapshotHolder(old, "file")
-    shield = OriginShield(_app, ranges=holder, default=Policy.region_locked(["us-east-1"]))
+    shield = OriginShield(never_called, ranges=holder, default=Policy.region_locked(["us-east-1"]))
     seen: list[tuple[str, int]] = []
 
     def listener(snap: Snapshot) -> Any:

@@ -13,20 +13,17 @@ import asyncio
 import base64
 import datetime as dt
 import hashlib
-import http.server
 import ipaddress
 import json
 import ssl
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -35,6 +32,8 @@ from cryptography.x509.oid import NameOID
 from originshield import OriginShield, Policy, Refresher, SecretHeader
 from originshield.aws import load_ranges
 from originshield.sns import SNS_HOST, TOPIC_ARN, SnsEndpoint, canonical_string, parse_notice
+
+from .loopback import LoopbackHandler, LoopbackServer, uvicorn_thread
 
 NOTICE_MD5 = "7fd59f5c7f5cf643036cbd4443ad3e4b"
 CERT_PATH = "/SimpleNotificationService-" + "a" * 32 + ".pem"
@@ -109,37 +108,25 @@ class FakeSns:
 
     def __init__(self, pki: Pki) -> None:
         self.hits: list[str] = []
-        fake = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake.hits.append(self.path)
-                if self.path == CERT_PATH:
-                    body = pki.signing_pem
-                elif self.path.startswith("/?Action=ConfirmSubscription"):
-                    body = b"<ConfirmSubscriptionResponse/>"
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def answer(h: LoopbackHandler) -> None:
+            self.hits.append(h.path)
+            if h.path == CERT_PATH:
+                h.send_body(pki.signing_pem)
+            elif h.path.startswith("/?Action=ConfirmSubscription"):
+                h.send_body(b"<ConfirmSubscriptionResponse/>")
+            else:
+                h.send_body(b"", 404)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(pki.server_chain)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.httpd = LoopbackServer(tls=context)
+        self.httpd.action = answer
         self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="fake-sns", daemon=True)
-        self.thread.start()
+        self.httpd.start()
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.close()
 
 
 @pytest.fixture(scope="module")
@@ -349,36 +336,20 @@ def test_config_errors() -> None:
 # -- through the middleware, on a real server, and with the real refresher -------------------------
 
 
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", proxy_headers=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn-sns", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-
-
 async def app_404(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 404, "headers": []})
     await send({"type": "http.response.body", "body": b""})
 
 
+@pytest.mark.e2e
 def test_served_by_the_middleware_under_its_own_policy(pki: Pki, sns: FakeSns) -> None:
     stub = StubRefresher()
     # The SNS path's own policy: here loopback (SNS's addresses are AWS us-east-1 in production).
     ep = endpoint(pki, sns, stub, path="/hooks/aws-ip-ranges", policy=Policy.health_check(["127.0.0.1/32"], "sns"))
     secret = SecretHeader.of("x-origin-verify", ["sns-e2e-secret-0123456789"])
     mw = OriginShield(app_404, secret=secret, sns=ep, detect_proxy_rewrite=False)
-    with serve(mw) as url:
+    with uvicorn_thread(mw, lifespan="off", proxy_headers=False) as address:
+        url = f"http://{address}"
         msg = message(pki, sns, version="2")
         headers = {"x-amz-sns-message-type": "Notification", "content-type": "text/plain; charset=UTF-8"}
         assert httpx.post(f"{url}/hooks/aws-ip-ranges", content=json.dumps(msg), headers=headers).status_code == 200

@@ -10,45 +10,28 @@ any middleware runs, and why the README recommends ``--no-proxy-headers``.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request, WebSocket
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from originshield import AwsIpRanges, OriginShield, SecretHeader, load_ranges
+from originshield import AwsIpRanges, OriginShield, SecretHeader
 from originshield.snapshot import SnapshotHolder
+
+from .asgi import LifecycleHolder
+from .loopback import uvicorn_thread
+
+pytestmark = pytest.mark.e2e  # a real uvicorn on 127.0.0.1
 
 SECRET = "e2e-origin-secret-0123456789"
 EDGE = "130.176.1.1"  # CLOUDFRONT_ORIGIN_FACING 130.176.0.0/18 in the embedded snapshot
 NOT_ORIGIN_FACING = "54.239.130.1"  # CLOUDFRONT (viewer-facing), not origin-facing
 GOOD = {"x-origin-verify": SECRET, "x-forwarded-for": f"203.0.113.7, {EDGE}"}
-
-
-class LifecycleHolder(SnapshotHolder):
-    """A ranges holder with the Refresher lifecycle (start spawns a thread, stop joins it)."""
-
-    def __init__(self, ranges: AwsIpRanges) -> None:
-        super().__init__(ranges, "embedded")
-        self.events: list[str] = []
-        self._stopped = threading.Event()
-
-    def start(self) -> None:
-        self.events.append("start")
-        threading.Thread(target=self._stopped.wait, name="e2e-refresher", daemon=True).start()
-
-    def stop(self, timeout: float | None = 5.0) -> bool:
-        self.events.append("stop")
-        self._stopped.set()
-        return True
 
 
 def make_app(events: list[str], shield: dict[str, Any] | None) -> FastAPI:
@@ -78,33 +61,8 @@ def make_app(events: list[str], shield: dict[str, Any] | None) -> FastAPI:
     return app
 
 
-@contextmanager
-def serve(app: Any, **config: Any) -> Iterator[str]:
-    """Run uvicorn in a thread on a free 127.0.0.1 port (the socket is bound here: no port race)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    cfg = uvicorn.Config(app, http="httptools", ws="websockets-sansio", lifespan="on", log_level="warning", **config)
-    server = uvicorn.Server(cfg)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn-e2e", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
-
-
-@pytest.fixture(scope="module")
-def ranges() -> AwsIpRanges:
-    return load_ranges()
+def serve(app: Any, **config: Any) -> AbstractContextManager[str]:
+    return uvicorn_thread(app, http="httptools", ws="websockets-sansio", lifespan="on", **config)
 
 
 def shield_options(holder: SnapshotHolder) -> dict[str, Any]:

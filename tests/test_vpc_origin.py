@@ -13,21 +13,19 @@ from starlette.testclient import TestClient
 from originshield import ConfigError, Policy
 from originshield.cli import main
 from originshield.config import loads_config
-from tests.test_examples import EDGE, EXAMPLES, SECRET, VIEWER, asgi, env
-
-__all__ = ["env"]  # the fixture, shared with tests/test_examples.py
+from tests.environment import EDGE, EXAMPLES, SECRET, VIEWER, asgi
 
 ALB_NODE = "10.0.12.34"  # an internal ALB node in the VPC (10.0.0.0/16)
 VPC_ORIGIN_ENI = "10.0.44.5"  # the VPC origin's network interface, in a private subnet
 
 
-def test_check_config_accepts_the_example(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_accepts_the_example(examples_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(EXAMPLES / "vpc_origin" / "originshield.toml")]) == 0
     out = capsys.readouterr().out
     assert "vpc-origin: source=peer require_secret=true" in out and "cdn-proxy" not in out
 
 
-def test_topology_4_vpc_origin(env: dict[str, str]) -> None:
+def test_topology_4_vpc_origin(examples_env: dict[str, str]) -> None:
     app: Any = asgi("vpc_origin")
     good = {"x-origin-verify": SECRET}
     # Internal ALB as the VPC origin: the peer is the ALB node; the ALB appended the interface.
