@@ -24,11 +24,11 @@ from . import __version__
 from ._types import Receive, Scope, Send
 from .aws import AwsIpRanges, Network, Selector, load
 from .config import Config, load_config
+from .decision import Decision
 from .engine import PolicyReport
 from .errors import ConfigError, OriginShieldError, RangesError
 from .export import FORMATS, AddressSet, render
 from .middleware import OriginShield
-from .policy import Decision
 from .radix import RadixTree
 from .refresh.guard import intervals, overlap, size
 

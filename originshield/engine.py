@@ -12,7 +12,7 @@ bytes in front of either (design.md: a key that forgets one input is a bypass, a
 real traffic, where every viewer differs, it never hits). The trace (:class:`Decision`) is built
 only when a log line or ``explain`` needs it, by the Python reference.
 
-The steps, each with its reason code (:data:`~originshield.policy.REASONS`, in this order):
+The steps, each with its reason code (:data:`~originshield.decision.REASONS`, in this order):
 
 1. ``method``/``path`` are ``str``, ``headers`` a list or tuple of ``(bytes, bytes)`` pairs, else
    ``malformed_scope`` (what we do not understand we do not pass, and C and Python must read the
@@ -43,9 +43,7 @@ from typing import Any, Final, NamedTuple
 
 from .aws import AwsIpRanges, Network
 from .client_ip import MAX_TRUSTED_HOPS, TrustedProxies, parse_forwarded_entry, parse_viewer_address, rightmost_entries
-from .errors import ConfigError, InvalidAddress
-from .metrics import CounterKey, Counters
-from .policy import (
+from .decision import (
     ALLOWED,
     BAD_CLIENT_ADDRESS,
     BAD_FORWARDED_CHAIN,
@@ -61,13 +59,13 @@ from .policy import (
     SECRET_DUPLICATE,
     SECRET_INVALID,
     SECRET_MISSING,
-    Cidr,
-    CountryResolver,
     Decision,
     Matched,
-    Policy,
-    Route,
+    country_verdict,
 )
+from .errors import ConfigError, InvalidAddress
+from .metrics import CounterKey, Counters
+from .policy import Cidr, CountryResolver, Policy, Route
 from .radix import SPEEDUPS, RadixTree, pack_address
 from .ratelimit import LogLimiter
 from .secret import SecretHeader
@@ -604,7 +602,7 @@ class Engine:
                 answer = None
             # Anything but a two-letter code is "unknown" (as in C, which reads no other value).
             country = answer if answer.__class__ is str and _COUNTRY_TEXT.fullmatch(answer) else None
-        reason = cr.policy.policy.country_verdict(country)
+        reason = country_verdict(cr.policy.policy, country)
         return (outcomes[reason], peer, checked, from_header, viewer, matched, country, country_source)
 
     def _strip_all(self) -> Any:

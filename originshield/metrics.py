@@ -16,15 +16,13 @@ The counters are updated from the event loop thread; readers get copies (:attr:`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any
 
 from .radix import SPEEDUPS
 
-__all__ = ["ACTIONS", "CounterKey", "Counters", "LogKey", "Sample", "render_family"]
+__all__ = ["CounterKey", "Counters", "LogKey", "Sample", "render_family"]
 
-#: What happened to a request.
-ACTIONS: Final = ("allowed", "rejected", "reported")
-
+#: ``(route, reason, action)``: the key of a request counter.
 CounterKey = tuple[str, str, str]
 #: ``(route, reason)``: the key of a log-line budget.
 LogKey = tuple[str, str]

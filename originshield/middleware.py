@@ -34,11 +34,12 @@ from typing import TYPE_CHECKING, Final
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .aws import AwsIpRanges, Network, load
 from .client_ip import TrustedProxies
+from .decision import Decision
 from .engine import DEFAULT_ROUTE, Binding, Engine, Outcome, PolicyReport
 from .errors import ConfigError
 from .inservice import log_startup
 from .metrics import Counters
-from .policy import CountryResolver, Decision, Policy, Route
+from .policy import CountryResolver, Policy, Route
 from .radix import SPEEDUPS
 from .ratelimit import DEFAULT_LOG_BURST, DEFAULT_LOG_INTERVAL, LogLimiter, summary_line
 from .rewrite import RewriteProbe

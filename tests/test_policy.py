@@ -22,8 +22,9 @@ import pytest
 
 from originshield import AwsIpRanges, OriginShield, Policy, Route, SecretHeader, load
 from originshield.aws import Selector
+from originshield.decision import REASONS, country_verdict
 from originshield.errors import ConfigError
-from originshield.policy import REASONS, Cidr, CountryResolver
+from originshield.policy import Cidr, CountryResolver
 from originshield.snapshot import SnapshotHolder
 
 GEOIP = Path(__file__).parent / "data" / "geoip" / "GeoIP2-Country-Test.mmdb"
@@ -158,7 +159,7 @@ def test_country_verdict(
     allow: list[str] | None, deny: list[str], unknown: Any, country: str | None, reason: str
 ) -> None:
     policy = Policy.of("p", cidrs=["10.0.0.0/8"], allow_countries=allow, deny_countries=deny, unknown_country=unknown)
-    assert policy.country_verdict(country) == reason
+    assert country_verdict(policy, country) == reason
 
 
 @pytest.mark.parametrize(
