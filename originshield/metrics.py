@@ -1,8 +1,8 @@
 """Decision counters, readable from Python and as Prometheus text, with no dependency.
 
-Each ``(route, reason, action)`` key has a counter cell, created when the routes are compiled; the
-middleware's C decider holds the cells of every outcome and adds to them directly (no dict lookup,
-no hashing, no int object per request), and so does the Python path (``Outcome.cell``). ``action``
+Each ``(route, reason, action)`` key has a counter cell, created when the middleware puts an engine
+in service; its C decider holds the cells of every outcome and adds to them directly (no dict
+lookup, no hashing, no int object per request), and the Python path adds to the same cells. ``action``
 is one of ``allowed``, ``rejected`` or ``reported`` (report-only mode: would have been rejected,
 was let through).
 
