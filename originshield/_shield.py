@@ -46,7 +46,7 @@ def bound_decider(
     the C extension."""
     if not C_CALL:
         return None
-    return decider(engine.tables.bound(bind, cell, budget))
+    return decider(engine.native_tables.bound(bind, cell, budget))
 
 
 def expose_call(instance: object, handle: Callable[..., Any]) -> None:

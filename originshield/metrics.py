@@ -52,12 +52,6 @@ class Counters:
         self.suppressed_cells: dict[LogKey, Any] = {}
         self._gauges: list[tuple[str, str, Callable[[], float]]] = []
 
-    def seed(self, keys: Iterable[CounterKey]) -> None:
-        """Create zero counters, so the hot path never takes the missing-key branch."""
-        for key in keys:
-            if key not in self.cells:
-                self.cells[key] = _Counter()
-
     def cell(self, key: CounterKey) -> Any:
         """The counter cell of ``key`` (created at zero): ``cell.value`` is the count."""
         found = self.cells.get(key)
@@ -76,10 +70,6 @@ class Counters:
     def suppressed(self) -> dict[LogKey, int]:
         """``(route, reason) -> log lines suppressed by the rate limiter``, every key (a copy)."""
         return {k: c.value for k, c in list(self.suppressed_cells.items())}
-
-    def add(self, key: CounterKey) -> None:
-        """Count one request under ``key``."""
-        self.cell(key).value += 1
 
     @property
     def counts(self) -> dict[CounterKey, int]:

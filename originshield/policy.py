@@ -352,12 +352,3 @@ class Route:
         if not self.name:
             label = self.prefix if self.methods is None else f"{' '.join(sorted(self.methods))} {self.prefix}"
             object.__setattr__(self, "name", label)
-
-    def matches(self, method: str, path: str) -> bool:
-        """Whether this route covers the request (prefix on segment boundaries, methods if set)."""
-        if self.methods is not None and method not in self.methods:
-            return False
-        prefix = self.prefix
-        if prefix.endswith("/"):
-            return path.startswith(prefix)
-        return path == prefix or path.startswith(prefix + "/")

@@ -23,6 +23,7 @@ import pytest
 from originshield import AwsIpRanges, OriginShield, Policy, Route, SecretHeader, load
 from originshield.aws import Selector
 from originshield.decision import REASONS, country_verdict
+from originshield.engine.routes import RouteTable
 from originshield.errors import ConfigError
 from originshield.policy import Cidr, CountryResolver
 from originshield.snapshot import SnapshotHolder
@@ -177,9 +178,13 @@ def test_country_verdict(
         ("/api", ["post"], "GET", "/api/x", False),
     ],
 )
-def test_route_matching(prefix: str, methods: list[str] | None, method: str, path: str, expected: bool) -> None:
-    route = Route(prefix, Policy.health_check(["10.0.0.0/8"]), methods=frozenset(methods) if methods else None)
-    assert route.matches(method, path) is expected
+def test_route_matching(  # noqa: PLR0917 (pytest parameters)
+    ranges: AwsIpRanges, prefix: str, methods: list[str] | None, method: str, path: str, expected: bool
+) -> None:
+    policy = Policy.health_check(["10.0.0.0/8"])
+    route = Route(prefix, policy, methods=frozenset(methods) if methods else None)
+    table = RouteTable(policy, [route], ranges, report_only=False, stale_reject=False)
+    assert (table.match(method, path).name == route.name) is expected
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,7 @@ class Engine:
         "_native",
         "generation",
         "geoip",
+        "native_tables",
         "ranges",
         "report_only",
         "secret",
@@ -121,7 +122,6 @@ class Engine:
         "stale_reject",
         "sync_token",
         "table",
-        "tables",
         "trusted",
     )
 
@@ -155,18 +155,20 @@ class Engine:
             ids[secret.header] = _SECRET
         self._header_ids = ids
         #: The same compiled engine as the C decider reads it (unbound: see :mod:`.native`).
-        self.tables = native.tables(self.table, secret=secret, trusted=trusted, geoip=geoip, report_only=report_only)
+        self.native_tables = native.tables(
+            self.table, secret=secret, trusted=trusted, geoip=geoip, report_only=report_only
+        )
         self._native: Any = None
 
     # -- compiled views ------------------------------------------------------------------------------
 
     @property
     def native(self) -> Any:
-        """``_speedups.Decider`` over :attr:`tables` (``None`` without the C extension):
+        """``_speedups.Decider`` over :attr:`native_tables` (``None`` without the C extension):
         ``native.decide(method, path, client, headers)`` -> the :class:`Outcome` :meth:`decide`
         gives, computed in C. Built on first use; the middleware binds its own copy."""
         if self._native is None:
-            self._native = native.decider(self.tables)
+            self._native = native.decider(self.native_tables)
         return self._native
 
     @property
