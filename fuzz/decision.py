@@ -25,7 +25,7 @@ from fuzz import adapter
 from fuzz._input import Input, Mismatch
 from fuzz.scopes import Pools, scope_from
 from originshield import load_ranges
-from originshield.policy import REASONS
+from originshield.decision import REASONS
 
 __all__ = ["one_input"]
 

@@ -4,11 +4,12 @@ from importlib import metadata as _metadata
 
 from .aws import AwsIpRanges, Record, load, load_ranges
 from .config import Config, load_config
+from .decision import Decision
 from .errors import ConfigError, InvalidAddress, OriginShieldError, RangesError
 from .geoip import CountryDatabase, GeoIPDatabaseError
 from .metrics import Counters
 from .middleware import OriginShield
-from .policy import CountryResolver, Decision, Policy, Route
+from .policy import CountryResolver, Policy, Route
 from .radix import RadixTree
 from .refresher import FileWatcher, Refresher, RefresherStatus, RefreshResult, Reloadable, WatchedFile
 from .secret import SecretHeader

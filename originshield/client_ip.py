@@ -89,6 +89,27 @@ class TrustedProxies:
     def __bool__(self) -> bool:
         return bool(self.networks)
 
+    def walk(self, entries: Sequence[bytes]) -> tuple[bytes, int] | None:
+        """The right-to-left walk behind our own proxies (topology 2: the ALB appended the address
+        of the CloudFront edge it saw).
+
+        ``entries`` are the X-Forwarded-For entries rightmost first (:func:`rightmost_entries`).
+        Returns the first entry not written by one of our proxies, packed, and how many entries the
+        walk read (that one included: the next entry is the one it saw); ``None`` when the chain
+        ends first, an entry walked does not parse, or more than :data:`MAX_TRUSTED_HOPS` trusted
+        entries come first. The caller refuses then (``bad_forwarded_chain``): never a fallback to
+        something guessable such as the peer or an entry further left.
+        """
+        contains = self.contains_packed
+        for walked, raw in enumerate(entries[: MAX_TRUSTED_HOPS + 1], 1):
+            try:
+                hop = parse_forwarded_entry(raw)
+            except InvalidAddress:
+                return None
+            if not contains(hop):
+                return hop, walked
+        return None
+
     def __contains__(self, ip: object) -> bool:
         if not isinstance(ip, str):
             return False

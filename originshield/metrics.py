@@ -1,8 +1,8 @@
 """Decision counters, readable from Python and as Prometheus text, with no dependency.
 
-Each ``(route, reason, action)`` key has a counter cell, created when the routes are compiled; the
-middleware's C decider holds the cells of every outcome and adds to them directly (no dict lookup,
-no hashing, no int object per request), and so does the Python path (``Outcome.cell``). ``action``
+Each ``(route, reason, action)`` key has a counter cell, created when the middleware puts an engine
+in service; its C decider holds the cells of every outcome and adds to them directly (no dict
+lookup, no hashing, no int object per request), and the Python path adds to the same cells. ``action``
 is one of ``allowed``, ``rejected`` or ``reported`` (report-only mode: would have been rejected,
 was let through).
 
@@ -16,15 +16,13 @@ The counters are updated from the event loop thread; readers get copies (:attr:`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any
 
 from .radix import SPEEDUPS
 
-__all__ = ["ACTIONS", "CounterKey", "Counters", "LogKey", "Sample", "render_family"]
+__all__ = ["CounterKey", "Counters", "LogKey", "Sample", "render_family"]
 
-#: What happened to a request.
-ACTIONS: Final = ("allowed", "rejected", "reported")
-
+#: ``(route, reason, action)``: the key of a request counter.
 CounterKey = tuple[str, str, str]
 #: ``(route, reason)``: the key of a log-line budget.
 LogKey = tuple[str, str]
@@ -54,12 +52,6 @@ class Counters:
         self.suppressed_cells: dict[LogKey, Any] = {}
         self._gauges: list[tuple[str, str, Callable[[], float]]] = []
 
-    def seed(self, keys: Iterable[CounterKey]) -> None:
-        """Create zero counters, so the hot path never takes the missing-key branch."""
-        for key in keys:
-            if key not in self.cells:
-                self.cells[key] = _Counter()
-
     def cell(self, key: CounterKey) -> Any:
         """The counter cell of ``key`` (created at zero): ``cell.value`` is the count."""
         found = self.cells.get(key)
@@ -78,10 +70,6 @@ class Counters:
     def suppressed(self) -> dict[LogKey, int]:
         """``(route, reason) -> log lines suppressed by the rate limiter``, every key (a copy)."""
         return {k: c.value for k, c in list(self.suppressed_cells.items())}
-
-    def add(self, key: CounterKey) -> None:
-        """Count one request under ``key``."""
-        self.cell(key).value += 1
 
     @property
     def counts(self) -> dict[CounterKey, int]:

@@ -5,12 +5,13 @@ Shaped like Starlette's ``TrustedHostMiddleware``: options validated and everyth
 scope-type check; a refused request gets a short fixed response and the app is never called. No
 ``Request`` object, no ``BaseHTTPMiddleware`` (it costs tens of percent), no body reads.
 
-With the C extension, ``__call__`` itself is C (the base class ``_speedups.Shield``, which runs
-the engine's ``_speedups.Decider``): every http and websocket request is decided whole, counted,
-stripped of the secret header and handed to the app, or refused, without Python code of ours,
-except a refusal's log line when the rate limiter lets it through (:mod:`originshield.ratelimit`).
-:meth:`OriginShield._handle` is the same in Python (the reference, and the path without the C
-extension); it also serves lifespan and other scope types. There is no decision cache.
+The request path, top down: :meth:`OriginShield._handle` reads the scope, asks the engine
+(:meth:`Engine.decide <originshield.engine.Engine.decide>`, sans-IO) for a verdict, counts it, logs
+a refusal through the rate limiter (:mod:`originshield.ratelimit`), and either strips the secret
+header and calls the app or sends the fixed refusal. With the C extension, ``__call__`` itself is C
+and does the same for http and websocket requests without Python code of ours
+(:mod:`originshield._shield`); ``_handle`` stays the reference, the path without the extension,
+and serves lifespan and other scope types. There is no decision cache.
 
 Usage::
 
@@ -29,17 +30,19 @@ import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from ._shield import C_CALL, Shield, bound_decider, enable_vectorcall, expose_call
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .aws import AwsIpRanges, Network, load_ranges
 from .client_ip import TrustedProxies
-from .engine import DEFAULT_ROUTE, Binding, Engine, Outcome, PolicyReport
+from .decision import Decision, Outcome
+from .engine import DEFAULT_ROUTE, Engine, PolicyReport
+from .engine.native import Bind
 from .errors import ConfigError
 from .inservice import log_startup
 from .metrics import Counters
-from .policy import CountryResolver, Decision, Policy, Route
-from .radix import SPEEDUPS
+from .policy import CountryResolver, Policy, Route
 from .ratelimit import DEFAULT_LOG_BURST, DEFAULT_LOG_INTERVAL, LogLimiter, summary_line
 from .rewrite import RewriteProbe
 from .secret import SecretHeader
@@ -47,10 +50,6 @@ from .snapshot import Snapshot, SnapshotHolder
 
 if TYPE_CHECKING:
     from .sns import SnsEndpoint
-
-    _Shield = object
-else:  # without the C extension, __call__ is _handle
-    _Shield = getattr(SPEEDUPS, "Shield", object)
 
 __all__ = ["OriginShield"]
 
@@ -63,7 +62,19 @@ _WS_DENIAL = "websocket.http.response"  # ASGI extension: an HTTP response inste
 _WS_POLICY_VIOLATION = 1008  # RFC 6455 7.4.1
 
 
-class OriginShield(_Shield):
+class _Served(NamedTuple):
+    """The engine in service with what runs requests through it (swapped as one reference)."""
+
+    engine: Engine
+    #: Each outcome's counter cell.
+    cells: dict[Outcome, Any]
+    #: Each refusal's log-line budget.
+    budgets: dict[Outcome, Any]
+    #: The C decider bound to the app, the counters and the budgets (``None`` without the extension).
+    decider: Any
+
+
+class OriginShield(Shield):
     """Admit only requests that a :class:`~originshield.policy.Policy` allows; refuse the rest early.
 
     Keyword options (all validated here; bad values raise :class:`~originshield.errors.ConfigError`):
@@ -222,15 +233,9 @@ class OriginShield(_Shield):
         self._swap_lock = threading.Lock()  # serialises writers of _state; requests never take it
         self._lazy_start = False
         self._fast: object = None  # the bound C decider (_speedups.Decider) __call__ runs
-        if _Shield is not object:
-            # Servers tell an ASGI 3 app from an ASGI 2 one by asking whether ``app.__call__`` is a
-            # coroutine function (uvicorn's Config.load, hypercorn's is_asgi); the C __call__ is a
-            # slot wrapper, which is not one. This instance attribute answers them (as sentry-sdk's
-            # SentryAsgiMiddleware does) and, called by name, decides the same way in Python;
-            # ``mw(scope, receive, send)``, as servers and Starlette call it, takes the C slot.
-            self.__dict__["__call__"] = self._handle
+        expose_call(self, self._handle)
         # Compile against the snapshot in service now: a configuration error surfaces here.
-        self._state: Engine = self._compile(holder.current)  # also creates the counter cells
+        self._state: _Served = self._serve(self._compile(holder.current))  # also creates the counter cells
         self.counters.add_gauge("ranges_generation", "Generation of the ranges snapshot in use.", self._gen)
         self.counters.add_gauge("ranges_sync_token", "syncToken of the ranges in use.", self._sync)
         holder.subscribe(self._on_snapshot)
@@ -255,11 +260,15 @@ class OriginShield(_Shield):
             geoip=self._geoip,
             report_only=self.report_only,
             stale_reject=snap.stale_reject,
-            bind=self._binding(),
         )
 
-    def _binding(self) -> Binding:
-        return Binding(self._app, self.counters, self.log_limiter, self._refuse, self._log_refusal)
+    def _serve(self, engine: Engine) -> _Served:
+        # The counters' cells and the log budgets live here, across engines (keyed by route and
+        # reason); each engine's outcomes get theirs once, off the request path.
+        cells = {o: self.counters.cell(o.counter_key) for o in engine.outcomes()}
+        budgets = {o: self.log_limiter.budget(o.log_key) for o in cells if not o.allowed}
+        bind = Bind(self._app, self._refuse, self._log_refusal)
+        return _Served(engine, cells, budgets, bound_decider(engine, bind, cells.__getitem__, budgets.get))
 
     @property
     def app(self) -> ASGIApp:
@@ -270,36 +279,36 @@ class OriginShield(_Shield):
     def app(self, app: ASGIApp) -> None:
         with self._swap_lock:
             self._app = app
-            self._set_state(self._state.rebind(self._binding()))
+            self._set_state(self._serve(self._state.engine))
 
-    def _set_state(self, engine: Engine) -> None:
+    def _set_state(self, served: _Served) -> None:
         # Writers hold _swap_lock (or run in __init__). While the refresher waits for its lazy start
         # on the first request, or the proxy-rewrite probe watches the first requests, __call__ must
         # reach _handle, so the C decider stays out of the way.
-        self._state = engine
-        self._fast = None if self._lazy_start or self._probe is not None else engine.native
+        self._state = served
+        self._fast = None if self._lazy_start or self._probe is not None else served.decider
 
     def _on_snapshot(self, snap: Snapshot) -> Callable[[], None]:
         # Prepare phase, in the publisher's thread: build everything off the request path. Raising
         # (e.g. a selection became empty) vetoes the swap and keeps the current data everywhere.
-        engine = self._compile(snap)
+        served = self._serve(self._compile(snap))
 
         def commit() -> None:  # once every listener prepared: one assignment
             with self._swap_lock:
-                self._set_state(engine)
+                self._set_state(served)
 
         return commit
 
     def _gen(self) -> float:
-        return float(self._state.generation)
+        return float(self._state.engine.generation)
 
     def _sync(self) -> float:
-        return float(self._state.sync_token)
+        return float(self._state.engine.sync_token)
 
     @property
     def engine(self) -> Engine:
         """The compiled engine in service (read it once and keep the local)."""
-        return self._state
+        return self._state.engine
 
     def explain(
         self,
@@ -314,11 +323,11 @@ class OriginShield(_Shield):
         the trace shows the secret's verdict, never its value. A refusal's log line is exactly
         ``explain(...).log_line()`` for the same request (the record's logger is ``originshield``).
         """
-        return self._state.explain(method, path, headers, peer)
+        return self._state.engine.explain(method, path, headers, peer)
 
     def policies(self) -> tuple[PolicyReport, ...]:
         """Each policy with its routes and the records/CIDRs of its compiled tree (``export``)."""
-        return self._state.policy_reports()
+        return self._state.engine.policy_reports()
 
     # -- refresher lifecycle -------------------------------------------------------------------------
 
@@ -379,19 +388,20 @@ class OriginShield(_Shield):
                 with self._swap_lock:
                     self._probe = None
                     self._set_state(self._state)
-            state = self._state  # read once: this request decides with one generation throughout
+            served = self._state  # read once: this request decides with one generation throughout
+            engine = served.engine
             method = scope.get("method") if kind == "http" else "GET"  # a websocket handshake is a GET
             path, client, headers = scope.get("path"), scope.get("client"), scope.get("headers")
-            result, strip, secret = state.decide(method, path, client, headers)
-            outcome = result[0]
-            outcome.cell.value += 1
+            verdict = engine.decide(method, path, client, headers)
+            outcome = verdict.outcome
+            served.cells[outcome].value += 1
             if not outcome.allowed:
-                summarised = outcome.budget.take(time.monotonic())
+                summarised = served.budgets[outcome].take(time.monotonic())
                 if summarised >= 0:
-                    self._log_line(outcome, summarised, state.decision(result, method, path, client, secret))
+                    self._log_line(outcome, summarised, engine.decision(verdict, method, path, client))
             if outcome.passes:  # allowed, or report-only
-                if strip is not None:
-                    scope["headers"] = state.strip_secret(headers, strip)
+                if verdict.strip is not None:
+                    scope["headers"] = engine.strip_secret(headers, verdict.strip)
                 await self.app(scope, receive, send)
             else:
                 await self._refuse(scope, send)
@@ -421,12 +431,11 @@ class OriginShield(_Shield):
     def _log_refusal(self, scope: Scope, outcome: Outcome, summarised: int) -> None:
         """The C decider's refusal that the rate limiter lets through: the trace is rebuilt by the
         Python reference, from the same scope (before any header was stripped)."""
-        state = self._state
+        engine = self._state.engine
         kind = scope.get("type")
         method = scope.get("method") if kind == "http" else "GET"
         path, client = scope.get("path"), scope.get("client")
-        result, _strip, secret = state.decide(method, path, client, scope.get("headers"))
-        decision = state.decision(result, method, path, client, secret)
+        decision = engine.decision(engine.decide(method, path, client, scope.get("headers")), method, path, client)
         if decision.reason != outcome.reason or decision.route != outcome.route:
             # Both implementations must agree (the tests and the fuzzer check it); if a build ever
             # does not, say so loudly: the counters hold C's verdict, the line the reference's.
@@ -453,7 +462,7 @@ class OriginShield(_Shield):
 
         async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
-    elif _Shield is object:
+    elif not C_CALL:
         __call__ = _handle
     # Else the C base class's __call__: an http or websocket request is decided, counted, and either
     # loses the secret header and goes to the app (its own awaitable is returned: no coroutine frame
@@ -491,13 +500,11 @@ class OriginShield(_Shield):
             await send({"type": "websocket.close", "code": _WS_POLICY_VIOLATION})
 
     def __repr__(self) -> str:
-        state = self._state
+        state = self._state.engine
         return (
             f"OriginShield(routes={[r.name for r in state.routes] + [DEFAULT_ROUTE]}, "
             f"generation={state.generation}, report_only={self.report_only})"
         )
 
 
-if _Shield is not object:
-    # Called through vectorcall, as 3.12 does by itself: no argument tuple per request on 3.11.
-    SPEEDUPS.enable_vectorcall(OriginShield)
+enable_vectorcall(OriginShield)

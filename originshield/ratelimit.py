@@ -16,13 +16,11 @@ entering Python), else :class:`_PyBudget`, its reference; both read ``time.monot
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import re
-import time
 from typing import Any, Final
 
+from .decision import logfmt
 from .errors import ConfigError
 from .metrics import Counters, LogKey
 from .radix import SPEEDUPS
@@ -95,11 +93,6 @@ class LogLimiter:
             found = self._budgets[key] = _Budget(self.burst, self.interval, self.counters.suppressed_cell(key))
         return found
 
-    def take(self, key: LogKey) -> int:
-        """For the pure-Python path: see ``_PyBudget.take``, at the current time."""
-        result: int = self.budget(key).take(time.monotonic())
-        return result
-
     def flush(self, logger: logging.Logger, level: int) -> None:
         """Log the summary line of every key with suppressed lines not yet summed up."""
         for key, budget in list(self._budgets.items()):
@@ -112,17 +105,10 @@ def summary_line(logger: logging.Logger, level: int, key: LogKey, suppressed: in
         route, reason = key
         logger.log(
             level,
+            # Route names come from configuration; one with spaces ("GET /api") is quoted as in decision lines.
             "log_suppressed route=%s reason=%s suppressed=%d interval=%gs",
-            _shown(route),
+            logfmt(route),
             reason,
             suppressed,
             interval,
         )
-
-
-def _shown(route: str) -> str:
-    # Route names come from configuration; quote one with spaces ("GET /api") as decision lines do.
-    return route if _PLAIN.fullmatch(route) else json.dumps(route)
-
-
-_PLAIN = re.compile(r"[A-Za-z0-9_./:%+@-]{1,256}")

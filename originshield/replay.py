@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import IO, Any, Final, Literal
 
 from .aws import AwsIpRanges
+from .decision import Decision
 from .errors import ConfigError
 from .middleware import OriginShield
-from .policy import Decision
 from .radix import RadixTree
 
 __all__ = ["LogFormat", "LogRequest", "RefusedAddress", "ReplayReport", "Replayer", "read_logs"]

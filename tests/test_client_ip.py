@@ -8,6 +8,7 @@ import pytest
 
 from originshield.client_ip import (
     MAX_ENTRIES,
+    MAX_TRUSTED_HOPS,
     TrustedProxies,
     parse_forwarded_entry,
     parse_viewer_address,
@@ -119,6 +120,30 @@ def test_trusted_proxies_membership_and_mapped_form() -> None:
 def test_trusted_proxies_config_errors(cidrs: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         TrustedProxies(cidrs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("chain", "expected"),
+    [
+        # topology 2: the ALB appended the edge; the viewer is left of it, not walked
+        (["203.0.113.7", "130.176.1.1"], ("130.176.1.1", 1)),
+        # a second proxy of ours in between (and the spellings a proxy may write)
+        (["203.0.113.7", "130.176.1.1", "10.0.1.1"], ("130.176.1.1", 2)),
+        (["203.0.113.7", "[2600:9000::1]:443", "10.0.1.1:80"], ("2600:9000::1", 2)),
+        (["203.0.113.7", "::ffff:130.176.1.1"], ("130.176.1.1", 1)),
+        # fail closed: nothing untrusted, an entry that is not an address, too many trusted hops
+        ([], None),
+        (["10.0.1.1", "10.0.1.2"], None),
+        (["130.176.1.1", "unknown", "10.0.1.1"], None),
+        (["130.176.1.1", "010.0.0.1"], None),  # leading zeros: never read as 10.0.0.1 (or octal)
+        (["130.176.1.1", *["10.0.1.1"] * (MAX_TRUSTED_HOPS + 1)], None),
+        (["130.176.1.1", *["10.0.1.1"] * MAX_TRUSTED_HOPS], ("130.176.1.1", MAX_TRUSTED_HOPS + 1)),
+    ],
+)
+def test_trusted_proxies_walk_from_the_right(chain: list[str], expected: tuple[str, int] | None) -> None:
+    trusted = TrustedProxies(["10.0.0.0/16"])
+    got = trusted.walk(rightmost_entries([", ".join(chain).encode()]) if chain else [])
+    assert (None if got is None else (_ip(got[0]), got[1])) == expected
 
 
 def test_rightmost_entries_walk_from_the_right_without_joining() -> None:

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from originshield import OriginShield, Policy, load_ranges
 from originshield.client_ip import parse_forwarded_entry, parse_viewer_address
+from originshield.decision import REASONS
 from originshield.engine import Engine
 from originshield.errors import InvalidAddress
-from originshield.policy import REASONS
 from originshield.radix import SPEEDUPS
 
 from .truth_table import (

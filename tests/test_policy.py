@@ -21,8 +21,10 @@ import maxminddb
 import pytest
 
 from originshield import AwsIpRanges, OriginShield, Policy, Route, SecretHeader
+from originshield.decision import REASONS, country_verdict
+from originshield.engine.routes import RouteTable
 from originshield.errors import ConfigError
-from originshield.policy import REASONS, Cidr, CountryResolver
+from originshield.policy import Cidr, CountryResolver
 from originshield.selector import Selector
 from originshield.snapshot import SnapshotHolder
 
@@ -151,7 +153,7 @@ def test_country_verdict(
     allow: list[str] | None, deny: list[str], unknown: Any, country: str | None, reason: str
 ) -> None:
     policy = Policy.of("p", cidrs=["10.0.0.0/8"], allow_countries=allow, deny_countries=deny, unknown_country=unknown)
-    assert policy.country_verdict(country) == reason
+    assert country_verdict(policy, country) == reason
 
 
 @pytest.mark.parametrize(
@@ -169,9 +171,13 @@ def test_country_verdict(
         ("/api", ["post"], "GET", "/api/x", False),
     ],
 )
-def test_route_matching(prefix: str, methods: list[str] | None, method: str, path: str, expected: bool) -> None:
-    route = Route(prefix, Policy.health_check(["10.0.0.0/8"]), methods=frozenset(methods) if methods else None)
-    assert route.matches(method, path) is expected
+def test_route_matching(  # noqa: PLR0917 (pytest parameters)
+    ranges: AwsIpRanges, prefix: str, methods: list[str] | None, method: str, path: str, expected: bool
+) -> None:
+    policy = Policy.health_check(["10.0.0.0/8"])
+    route = Route(prefix, policy, methods=frozenset(methods) if methods else None)
+    table = RouteTable(policy, [route], ranges, report_only=False, stale_reject=False)
+    assert (table.match(method, path).name == route.name) is expected
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 import pytest
@@ -67,7 +68,7 @@ def test_counts_are_exact_for_every_key() -> None:
     for _ in range(1000):
         key = rng.choice(list(logged))
         sent[key] += 1
-        if limiter.take(key) >= 0:
+        if limiter.budget(key).take(time.monotonic()) >= 0:
             logged[key] += 1
     for key, count in logged.items():
         assert count == 4
@@ -78,7 +79,7 @@ def test_summary_lines(caplog: pytest.LogCaptureFixture) -> None:
     counters = Counters()
     limiter = LogLimiter(counters, burst=1, interval=60)
     for _ in range(5):
-        limiter.take(("GET /api", "secret_missing"))
+        limiter.budget(("GET /api", "secret_missing")).take(time.monotonic())
     with caplog.at_level(logging.INFO, logger="t"):
         limiter.flush(logging.getLogger("t"), logging.INFO)
         limiter.flush(logging.getLogger("t"), logging.INFO)  # nothing pending: no line

@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 
 from originshield import AwsIpRanges, OriginShield, Policy, Route, SecretHeader
-from originshield import engine as engine_module
+from originshield.engine import native
 from originshield.radix import SPEEDUPS
 from originshield.snapshot import SnapshotHolder
 
@@ -59,6 +59,11 @@ def t2(ranges: AwsIpRanges, **options: Any) -> OriginShield:
         ],
         **options,
     )
+
+
+def _bound(mw: OriginShield) -> bool:
+    """Whether ``__call__`` runs requests in C: a decider bound to the app, not the engine's own."""
+    return type(mw._fast) is SPEEDUPS.Decider and mw._fast is not mw.engine.native
 
 
 def chain(edge: str = EDGE, viewer: str = "203.0.113.7") -> list[tuple[bytes, bytes]]:
@@ -140,7 +145,7 @@ def test_call_starts_the_refresher_lazily(ranges: AwsIpRanges) -> None:
     assert mw._fast is None
     run_request(mw, http_scope(chain(), ALB))
     assert holder.started == 1
-    assert mw._fast is mw.engine.native
+    assert _bound(mw)
     run_request(mw, http_scope(chain(), ALB))
     assert holder.started == 1 and mw.counters.allowed() == 2
 
@@ -150,7 +155,7 @@ def test_the_rewrite_probe_hands_the_requests_to_c_after_its_first_ones(ranges: 
     for n in range(16):
         assert mw._fast is None, n  # the probe watches these in Python
         run_request(mw, http_scope(chain(), ALB))
-    assert mw._fast is mw.engine.native
+    assert _bound(mw)
     run_request(mw, http_scope(chain(), ALB))
     assert mw.counters.allowed() == 17
 
@@ -159,7 +164,7 @@ def test_servers_see_an_asgi3_app(ranges: AwsIpRanges) -> None:
     mw = t2(ranges)
     assert asyncio.iscoroutinefunction(mw.__call__) and inspect.iscoroutinefunction(mw.__call__)
     config = uvicorn.Config(mw, lifespan="off", log_level="warning")
-    config.load_ranges()
+    config.load()
     assert config.interface == "asgi3"
     assert list(inspect.signature(mw.__call__).parameters) == ["scope", "receive", "send"]
     # The C slot, not Python's dispatch to a __call__ attribute, is what calling the instance runs,
@@ -234,7 +239,7 @@ def test_calling_the_attribute_by_name_decides_the_same(ranges: AwsIpRanges) -> 
 
 
 def test_without_the_decider_everything_runs_in_python(ranges: AwsIpRanges, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_module, "_Decider", None)
+    monkeypatch.setattr(native, "DECIDER", None)
     app = Recorder()
     mw = t2(ranges)
     mw.app = app
@@ -260,7 +265,7 @@ async def app(scope, receive, send):
 mw = OriginShield(app, ranges=load_ranges(), default=Policy.health_check(["10.0.0.0/8"]))
 assert SPEEDUPS is None and OriginShield.__mro__[1] is object and OriginShield.__call__ is OriginShield._handle
 config = uvicorn.Config(mw, lifespan="off", log_level="warning")
-config.load_ranges()
+config.load()
 statuses = []
 for peer in ("10.1.2.3", "192.0.2.1"):
     sent = []

@@ -13,9 +13,9 @@ from typing import Any
 from originshield.aws import AwsIpRanges
 from originshield.config import load_config
 from originshield.config.assemble import build, open_geoip
+from originshield.decision import Decision
 from originshield.engine import PolicyReport
 from originshield.errors import ConfigError, RangesError
-from originshield.policy import Decision
 from originshield.radix import RadixTree
 
 from .common import EXIT_NEGATIVE, EXIT_OK, NoCountry, config_ranges, describe_ranges, no_app, offline_shield
