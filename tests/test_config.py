@@ -4,6 +4,7 @@ overrides, secrets only by reference, shared-pool warnings, and a middleware bui
 from __future__ import annotations
 
 import ast
+import ipaddress
 import logging
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from starlette.testclient import TestClient
 from originshield.aws import load_ranges
 from originshield.cli import main
 from originshield.config import Config, load_config, loads_config
+from originshield.config.pools import proxy_warnings
 from originshield.errors import ConfigError
 from originshield.refresher import Refresher
 from originshield.snapshot import SnapshotHolder
@@ -400,3 +402,22 @@ def test_schema_and_loader_do_not_import_the_running_parts() -> None:
         tree = ast.parse((package / module).read_text(encoding="utf-8"))
         top = [n.module for n in tree.body if isinstance(n, ast.ImportFrom)]
         assert not {"originshield.middleware", "originshield.refresher", "originshield.geoip"} & set(top), module
+
+
+@pytest.mark.parametrize(
+    ("network", "overlaps"),
+    [
+        ("3.2.58.128/25", True),  # inside 3.2.58.0/24 (us-east-1 AMAZON)
+        ("3.2.0.0/16", True),  # holds AWS prefixes
+        ("2600:1f18::/32", True),  # IPv6, holds us-east-1/us-east-2 prefixes
+        ("10.0.0.0/8", False),  # a VPC: private, never in the published ranges
+        ("198.51.100.0/24", False),  # TEST-NET-2 (RFC 5737)
+        ("::ffff:0:0/96", False),  # IPv4-mapped space: IPv6 records only, none there
+    ],
+)
+def test_trusted_proxy_overlap_is_an_interval_test(network: str, overlaps: bool) -> None:
+    ranges = load_ranges(RANGES)
+    net = ipaddress.ip_network(network)
+    brute = any(r.prefix.version == net.version and r.prefix.overlaps(net) for r in ranges.records)
+    assert brute is overlaps  # the case is what it says
+    assert bool(proxy_warnings("t.toml", [net], ranges)) is overlaps
