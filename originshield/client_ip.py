@@ -46,6 +46,7 @@ __all__ = [
 #: run of trusted entries is refused: it bounds the work an attacker can cause, and no real chain
 #: has that many proxies of your own.
 MAX_TRUSTED_HOPS: Final = 8
+_MAX_WALKED: Final = MAX_TRUSTED_HOPS + 1  # the trusted hops and the hop the walk stops at
 
 _PORT = re.compile(r"[0-9]{1,5}")
 
@@ -101,7 +102,11 @@ class TrustedProxies:
         something guessable such as the peer or an entry further left.
         """
         contains = self.contains_packed
-        for walked, raw in enumerate(entries[: MAX_TRUSTED_HOPS + 1], 1):
+        walked = 0
+        for raw in entries:
+            walked += 1  # noqa: SIM113 (a counter costs ~750 instructions less than enumerate; callgrind)
+            if walked > _MAX_WALKED:
+                return None
             try:
                 hop = parse_forwarded_entry(raw)
             except InvalidAddress:

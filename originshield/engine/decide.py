@@ -80,6 +80,7 @@ _UNREAD: Final = "unread"  # a malformed scope: the header pass stopped before t
 _COUNTRY_CODE = re.compile(rb"[A-Z]{2}")
 _COUNTRY_TEXT = re.compile(r"[A-Z]{2}")
 _ALL_COPIES: Final = object()  # strip marker: remove every header named like the secret
+_new_verdict: Final = tuple.__new__
 
 
 class Verdict(NamedTuple):
@@ -250,7 +251,7 @@ class Engine:
         outcomes = cr.outcomes
         if client is None:
             return Verdict(outcomes[NO_CLIENT_ADDRESS], state, strip)
-        if _has_dot_segment(path):
+        if "." in path and _has_dot_segment(path):  # the test first: most paths have no dot
             return Verdict(outcomes[BAD_PATH], state, strip)
         if secret is not None:
             if state is _DUP:
@@ -340,7 +341,11 @@ class Engine:
             viewer = peer
 
         if not cr.country:
-            return Verdict(outcomes[ALLOWED], state, strip, peer, checked, from_header, viewer, matched)
+            # The common answer: built by tuple.__new__ directly, which costs 1,500 instructions less
+            # than Verdict(...) (NamedTuple's __new__ is a Python function; callgrind, issue 15).
+            return _new_verdict(
+                Verdict, (outcomes[ALLOWED], state, strip, peer, checked, from_header, viewer, matched, None, None)
+            )
         country: str | None = None
         country_source: str | None = None
         if cr.uses_cvc and state is _VERIFIED and cvc_count:
@@ -449,7 +454,7 @@ def _named(item: Any, name: bytes) -> bool:
 
 def _has_dot_segment(path: str) -> bool:
     # "/health/../admin": a weak route must not cover a path the app may normalise into a strong one.
-    return "." in path and any(seg in (".", "..") for seg in path.split("/"))
+    return any(seg in (".", "..") for seg in path.split("/"))
 
 
 def _maybe_pack(text: str | None) -> bytes | None:
