@@ -3,12 +3,13 @@
 from .aws import AwsIpRanges, Record, Selection, load
 from .config import Config, load_config
 from .errors import ConfigError, InvalidAddress, OriginShieldError, RangesError
+from .files import FileWatcher, Reloadable, WatchedFile
 from .geoip import CountryDatabase, GeoIPDatabaseError
 from .metrics import Counters
 from .middleware import OriginShield
 from .policy import CountryResolver, Decision, Policy, Route
 from .radix import RadixTree
-from .refresher import FileWatcher, Refresher, RefresherStatus, RefreshResult, Reloadable, WatchedFile
+from .refresh import Refresher, RefresherStatus, RefreshResult
 from .secret import SecretHeader
 
 __all__ = [

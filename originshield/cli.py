@@ -437,7 +437,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     )
     text = render(args.format, data, name=args.name, ip_version=args.ip_version)
     if args.output:
-        from .cachefile import write_atomic  # noqa: PLC0415 - temporary file + rename
+        from .refresh.cachefile import write_atomic  # noqa: PLC0415 - temporary file + rename
 
         write_atomic(args.output, text.encode("utf-8"))
     else:
@@ -524,7 +524,7 @@ def run_status(*, url: str, cache_dir: str | None, max_age: float, as_json: bool
 
     Exit 0 when the data is fresh, 1 when it is stale.
     """
-    from .refresher import Refresher  # noqa: PLC0415 - not needed by the other commands
+    from .refresh import Refresher  # noqa: PLC0415 - not needed by the other commands
 
     status = Refresher(url, cache_dir=cache_dir, max_age=max_age).status()
     _print_refresher_status(status, as_json)
@@ -548,7 +548,7 @@ def run_fetch(
     document was refused, or the cache directory could not be written.
     """
     from .aws import PRESETS, Selector  # noqa: PLC0415
-    from .refresher import Refresher  # noqa: PLC0415 - not needed by the other commands
+    from .refresh import Refresher  # noqa: PLC0415 - not needed by the other commands
 
     # Without a configuration the policies' selections are unknown: guard every preset, so that
     # no cache a preset-based configuration would refuse is written (issue 13: a document without

@@ -92,7 +92,7 @@ from .secret import SecretHeader
 from .snapshot import SnapshotHolder
 
 if TYPE_CHECKING:
-    from .refresher import Refresher
+    from .refresh import Refresher
 
 __all__ = [
     "ENVIRONMENT",
@@ -315,7 +315,7 @@ class Config:
                 return SnapshotHolder(_embedded(), "embedded")
             # A fixed snapshot, but a watched file (the GeoIP database) still needs the thread that
             # checks it: a watch-only refresher that never fetches.
-            from .refresher import Refresher  # noqa: PLC0415
+            from .refresh import Refresher  # noqa: PLC0415
 
             return Refresher(initial=_embedded(), selectors=self.selectors(), watchers=watchers, refresh=False)
         path = self.ranges.local_file
@@ -326,7 +326,7 @@ class Config:
         """A :class:`~originshield.refresher.Refresher` with the ``[ranges]`` settings and the
         policies' selections (never started here, never touching the network in the constructor);
         ``originshield status/fetch --config`` use it as is."""
-        from .refresher import Refresher  # noqa: PLC0415 - only servers and offline loads need it
+        from .refresh import Refresher  # noqa: PLC0415 - only servers and offline loads need it
 
         if self.ranges.source == _EMBEDDED:
             raise ConfigError(
@@ -895,7 +895,7 @@ def _embedded() -> AwsIpRanges:
 
 
 def _local_path(source: str) -> str | None:
-    from .fetch import local_path  # noqa: PLC0415 - the refresher's rule for what names a file
+    from .refresh.fetch import local_path  # noqa: PLC0415 - the refresher's rule for what names a file
 
     return local_path(source)
 

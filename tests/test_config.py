@@ -12,10 +12,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
+from originshield import Refresher
 from originshield.aws import load
 from originshield.config import Config, load_config, loads_config
 from originshield.errors import ConfigError
-from originshield.refresher import Refresher
 from originshield.snapshot import SnapshotHolder
 
 from .configs import alb_config
