@@ -280,7 +280,7 @@ class Refresher(SnapshotHolder):
             return self._interval * random.uniform(1 - self._jitter, 1 + self._jitter)
         # Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff And
         # Jitter"), capped at the normal interval: failing must never mean checking less often.
-        failures = self._update.consecutive_failures
+        failures = self._update.tally.consecutive_failures
         ceiling = min(self._interval, self._backoff_initial * 2 ** min(failures - 1, 30))
         return random.uniform(ceiling / 2, ceiling)
 

@@ -1,13 +1,18 @@
-"""What a refresh reports: the outcome of one update and the refresher's status (values only)."""
+"""What a refresh reports: the outcome of one update, the refresher's status, and the counters behind it."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
-from originshield.snapshot import Source
+from originshield.aws import Record
+from originshield.snapshot import Snapshot, Source
+
+from .cachefile import Attempts, HeldEntry
 
 __all__ = [
     "OUTCOMES",
@@ -17,6 +22,7 @@ __all__ = [
     "RefreshResult",
     "RefresherStatus",
     "StaleAction",
+    "Tally",
     "WatcherStatus",
 ]
 
@@ -171,3 +177,103 @@ class RefresherStatus:
                 for w in self.watchers
             ],
         }
+
+
+class Tally:
+    """This process's counters of one refresher since startup (outcomes, failure reasons, the
+    failure streak, the last success, attempt and error), and the status built from them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # never held long
+        self.counts: dict[str, int] = {}
+        self.consecutive_failures = 0
+        self.failures = 0
+        #: Last time the source confirmed the data in service (Unix time), None: never since startup.
+        self.last_success: float | None = None
+        self.last_attempt: float | None = None
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+
+    def count(self, key: str) -> None:
+        with self.lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def confirmed(self, at: float) -> None:
+        """The source confirmed the data in service at ``at`` (e.g. another process's fetch)."""
+        self.last_success = max(self.last_success or 0.0, at)
+
+    def record(self, result: RefreshResult) -> None:
+        with self.lock:
+            self.counts[result.outcome] = self.counts.get(result.outcome, 0) + 1
+            if result.ok:
+                self.consecutive_failures = 0
+            else:
+                assert result.reason is not None  # noqa: S101 - refused/failed always carry a reason
+                self.counts[result.reason] = self.counts.get(result.reason, 0) + 1
+                self.consecutive_failures += 1
+                self.failures += 1
+                self.last_error = f"{result.reason}: {result.message}"
+                self.last_error_at = time.time()
+
+    def status(
+        self,
+        snap: Snapshot,
+        *,
+        url: str,
+        stale: bool,
+        max_age: timedelta,
+        stale_action: StaleAction,
+        held: Mapping[Record, HeldEntry],
+        running: bool,
+        cache_path: str | None,
+        watchers: tuple[WatcherStatus, ...],
+        shared: Attempts,
+    ) -> RefresherStatus:
+        """The status of the refresher serving ``snap``; ``shared``: what the processes sharing
+        its cache directory recorded (the host's last attempt and error)."""
+        with self.lock:
+            last_attempt = max(self.last_attempt or 0.0, shared.last_attempt)
+            last_error, last_error_at = self.last_error, self.last_error_at or 0.0
+            if shared.last_error_at > last_error_at:
+                last_error, last_error_at = shared.last_error, shared.last_error_at
+            if self.last_success is not None:
+                freshness: Freshness = "stale" if stale else "fresh"
+            elif not last_attempt:
+                freshness = "not yet checked"
+            else:
+                freshness = "stale" if stale else "fresh"
+            provenance = [held.get(r) for r in snap.held_back]
+            return RefresherStatus(
+                url=url,
+                sync_token=snap.sync_token,
+                create_date=snap.create_date,
+                age=snap.ranges.age(),
+                source=snap.source,
+                generation=snap.generation,
+                last_success=_dt(self.last_success),
+                last_attempt=_dt(last_attempt),
+                last_error=last_error,
+                last_error_at=_dt(last_error_at),
+                consecutive_failures=self.consecutive_failures,
+                failures=self.failures,
+                counts=dict(self.counts),
+                stale=stale,
+                max_age=max_age,
+                stale_action=stale_action,
+                held_back=tuple(f"{r.prefix} {r.region} {r.service}" for r in snap.held_back),
+                running=running,
+                cache_path=cache_path,
+                watchers=watchers,
+                freshness=freshness,
+                held_back_records=tuple(
+                    HeldRecord(f"{r.prefix} {r.region} {r.service}", h.dropped_in, _dt(h.since), h.confirmations)
+                    for r, h in zip(snap.held_back, provenance, strict=True)
+                    if h is not None
+                ),
+                shared_failures=dict(shared.failures),
+                shared_consecutive_failures=shared.consecutive_failures,
+            )
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts else None

@@ -40,7 +40,7 @@ from originshield.snapshot import SnapshotHolder, Source
 from .cachefile import Attempts, CachedState, CacheFiles, HeldEntry
 from .fetch import fetch, local_path, md5_hex
 from .guard import ShrinkGuard
-from .status import Freshness, HeldRecord, Outcome, RefresherStatus, RefreshResult, StaleAction, WatcherStatus
+from .status import Outcome, RefresherStatus, RefreshResult, StaleAction, Tally, WatcherStatus
 from .worker import Parsed, ParseWorker, WorkerUnavailable, known_lines, parse_here
 
 __all__ = ["Updater"]
@@ -105,13 +105,7 @@ class Updater:
         self._cache_sig: FileSignature | None = None
         self._source_sig: FileSignature | None = None
 
-        self._counts: dict[str, int] = {}
-        self.consecutive_failures = 0
-        self._failures = 0
-        self._last_success: float | None = None
-        self._last_attempt: float | None = None
-        self._last_error: str | None = None
-        self._last_error_at: float | None = None
+        self.tally = Tally()
         #: Read by the middleware through the refresher (one attribute load, no clock call per
         #: request) together with ``stale_action``; updated on every tick and refresh.
         self.stale = False
@@ -127,7 +121,7 @@ class Updater:
     def reinit_after_fork(self) -> None:
         """Fresh locks (a forked child may inherit one the parent's thread held at the fork)."""
         self._refresh_lock = threading.Lock()  # one refresh at a time in this process
-        self._state_lock = threading.Lock()  # counters (never held long)
+        self.tally.lock = threading.Lock()
         if self.cache is not None:
             self.cache = CacheFiles(self.cache.directory)
 
@@ -151,7 +145,7 @@ class Updater:
         """One refresh; ``recently``: skip the download when another process confirmed the data in
         service from our URL that many seconds ago or less (a timer tick passes half the interval)."""
         with self._refresh_lock:
-            self._last_attempt = time.time()
+            self.tally.last_attempt = time.time()
             try:
                 result = self._refresh_locked(force, expected_md5, recently)
             except Exception as exc:  # a bug must not escape into the thread or the caller's loop
@@ -210,7 +204,7 @@ class Updater:
                     and state.sync_token == self._holder.current.sync_token
                     and state.checked_at >= started - recently
                 ):
-                    self._last_success = max(self._last_success or 0.0, state.checked_at)
+                    self.tally.confirmed(state.checked_at)
                     return picked or self._result("cache", "another worker checked the source recently")
                 result = self._fetch_and_apply(force, expected_md5)
                 self._share_attempt(result)
@@ -422,7 +416,7 @@ class Updater:
             if state.url == self.url:
                 self._etag, self._last_modified, self._validators_url = state.etag, state.last_modified, self.url
             if state.checked_at > 0:  # confirmed current by its source (validators stay with their URL)
-                self._last_success = state.checked_at
+                self.tally.last_success = state.checked_at
             self.guard.held, self.guard.recent, self.guard.forced = held, recent, state.forced
         self._doc, self._lines = cached, parsed.lines
         held_records = tuple(self.guard.held)
@@ -475,7 +469,7 @@ class Updater:
         if state is not None and state.url == self.url:
             self._etag, self._last_modified, self._validators_url = state.etag, state.last_modified, self.url
             if state.checked_at > 0:
-                self._last_success = max(self._last_success or 0.0, state.checked_at)
+                self.tally.confirmed(state.checked_at)
         return replace(result, outcome="cache", message=result.message + " (from the cache file)")
 
     def _persist(self, *, body: bytes | None = None, checked_at: float | None = None, source: str = "") -> str | None:
@@ -550,26 +544,15 @@ class Updater:
         return RefreshResult(outcome, message, snap.sync_token, snap.generation, reason, len(self.guard.held))
 
     def _confirmed(self, outcome: Outcome, message: str) -> RefreshResult:
-        self._last_success = time.time()
+        self.tally.last_success = time.time()
         return self._result(outcome, message)
 
     def count(self, key: str) -> None:
         """Count one event (an outcome, a failure reason, ``watcher-error``...) for ``status``."""
-        with self._state_lock:
-            self._counts[key] = self._counts.get(key, 0) + 1
+        self.tally.count(key)
 
     def _record(self, result: RefreshResult) -> None:
-        with self._state_lock:
-            self._counts[result.outcome] = self._counts.get(result.outcome, 0) + 1
-            if result.ok:
-                self.consecutive_failures = 0
-            else:
-                assert result.reason is not None  # noqa: S101 - refused/failed always carry a reason
-                self._counts[result.reason] = self._counts.get(result.reason, 0) + 1
-                self.consecutive_failures += 1
-                self._failures += 1
-                self._last_error = f"{result.reason}: {result.message}"
-                self._last_error_at = time.time()
+        self.tally.record(result)
         self.update_stale()
         if result.ok:
             log = logger.info if result.outcome in ("applied", "cache") else logger.debug
@@ -579,7 +562,7 @@ class Updater:
                 "ranges refresh %s (%s, %d in a row), keeping syncToken %d in service: %s",
                 result.outcome,
                 result.reason,
-                self.consecutive_failures,
+                self.tally.consecutive_failures,
                 result.sync_token,
                 result.message,
             )
@@ -587,7 +570,7 @@ class Updater:
     # -- staleness and status -------------------------------------------------------------------
 
     def update_stale(self) -> None:
-        reference = max(self._last_success or 0.0, self._holder.current.create_date.timestamp())
+        reference = max(self.tally.last_success or 0.0, self._holder.current.create_date.timestamp())
         self.stale = time.time() - reference > self.max_age.total_seconds()
 
     def wants_stale_reject(self) -> bool:
@@ -601,7 +584,7 @@ class Updater:
         if self.stale:
             logger.warning(
                 "AWS ranges are stale: last confirmed %s, older than max_age %s; %s",
-                _iso(self._last_success) or "never since startup",
+                _iso(self.tally.last_success) or "never since startup",
                 self.max_age,
                 "still serving the last known good data" if self.stale_action == "serve" else "requests are rejected",
             )
@@ -611,57 +594,22 @@ class Updater:
             self._holder.publish(current.ranges, current.source, current.held_back, stale_reject=want)
 
     def status(self, *, running: bool, watchers: tuple[WatcherStatus, ...]) -> RefresherStatus:
-        snap = self._holder.current
         self.update_stale()
         # What the other processes sharing the cache recorded (cachefile.Attempts): a status
         # taken in any process, or by `originshield status`, shows the host's last attempt and error.
         shared = self.cache.read_meta().attempts if self.cache is not None else Attempts()
-        with self._state_lock:
-            last_attempt = max(self._last_attempt or 0.0, shared.last_attempt)
-            last_error, last_error_at = self._last_error, self._last_error_at or 0.0
-            if shared.last_error_at > last_error_at:
-                last_error, last_error_at = shared.last_error, shared.last_error_at
-            if self._last_success is not None:
-                freshness: Freshness = "stale" if self.stale else "fresh"
-            elif not last_attempt:
-                freshness = "not yet checked"
-            else:
-                freshness = "stale" if self.stale else "fresh"
-            held = [self.guard.held.get(r) for r in snap.held_back]
-            return RefresherStatus(
-                url=self.url,
-                sync_token=snap.sync_token,
-                create_date=snap.create_date,
-                age=snap.ranges.age(),
-                source=snap.source,
-                generation=snap.generation,
-                last_success=_dt(self._last_success),
-                last_attempt=_dt(last_attempt),
-                last_error=last_error,
-                last_error_at=_dt(last_error_at),
-                consecutive_failures=self.consecutive_failures,
-                failures=self._failures,
-                counts=dict(self._counts),
-                stale=self.stale,
-                max_age=self.max_age,
-                stale_action=self.stale_action,
-                held_back=tuple(f"{r.prefix} {r.region} {r.service}" for r in snap.held_back),
-                running=running,
-                cache_path=self.cache.document if self.cache else None,
-                watchers=watchers,
-                freshness=freshness,
-                held_back_records=tuple(
-                    HeldRecord(f"{r.prefix} {r.region} {r.service}", h.dropped_in, _dt(h.since), h.confirmations)
-                    for r, h in zip(snap.held_back, held, strict=True)
-                    if h is not None
-                ),
-                shared_failures=dict(shared.failures),
-                shared_consecutive_failures=shared.consecutive_failures,
-            )
-
-
-def _dt(ts: float | None) -> datetime | None:
-    return datetime.fromtimestamp(ts, UTC) if ts else None
+        return self.tally.status(
+            self._holder.current,
+            url=self.url,
+            stale=self.stale,
+            max_age=self.max_age,
+            stale_action=self.stale_action,
+            held=self.guard.held,
+            running=running,
+            cache_path=self.cache.document if self.cache else None,
+            watchers=watchers,
+            shared=shared,
+        )
 
 
 def _iso(ts: float | None) -> str | None:
