@@ -36,7 +36,6 @@ __all__ = [
     "Record",
     "Selection",
     "Selector",
-    "decompress",
     "load",
     "loads_strict",
     "parse_network",
@@ -239,12 +238,10 @@ class Positions:
                 indices.extend(where)
         return cls(spans, indices)
 
-    def check(self, count: int) -> None:
-        """Raise ValueError unless every position is an index into ``count`` records."""
+    def check(self) -> None:
+        """Raise ValueError unless every span lies within ``indices``."""
         if any(o + c > len(self.indices) for names in self.spans.values() for o, c in names.values()):
             raise ValueError("record positions out of range")
-        if self.indices and max(self.indices) >= count:
-            raise ValueError("record position past the last record")
 
     def names(self, attribute: str) -> frozenset[str]:
         return frozenset(self.spans.get(attribute, ()))
@@ -294,7 +291,7 @@ class AwsIpRanges:
     @classmethod
     def from_bytes(cls, data: bytes, *, source: str = "bytes") -> AwsIpRanges:
         """Parse and validate a document (plain JSON or gzip). Raises :class:`RangesError`."""
-        return _parse(decompress(data), source)
+        return _parse(_decompress(data), source)
 
     # -- metadata -----------------------------------------------------------------------------
 
@@ -344,18 +341,17 @@ def load(path: str | os.PathLike[str] | None = None) -> AwsIpRanges:
     """Load a document from a file (JSON or gzip), or the embedded snapshot when ``path`` is None."""
     if path is None:
         data = resources.files(__package__).joinpath("data", _EMBEDDED).read_bytes()
-        return _parse(decompress(data), "embedded")
+        return _parse(_decompress(data), "embedded")
     with open(path, "rb") as f:
         # Read one byte past the bound so an oversized file is detected without reading all of it.
         data = f.read(MAX_DOCUMENT_BYTES + 1)
-    return _parse(decompress(data), os.fspath(path))
+    return _parse(_decompress(data), os.fspath(path))
 
 
 # -- parsing ----------------------------------------------------------------------------------
 
 
-def decompress(data: bytes) -> bytes:
-    """``data`` itself, or its gzip content (bounded by :data:`MAX_DOCUMENT_BYTES`); RangesError."""
+def _decompress(data: bytes) -> bytes:
     if len(data) > MAX_DOCUMENT_BYTES:
         raise RangesError(f"document larger than {MAX_DOCUMENT_BYTES} bytes")
     if data[:2] != b"\x1f\x8b":

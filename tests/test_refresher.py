@@ -30,7 +30,7 @@ from originshield.aws import AwsIpRanges, Record, Selector
 from originshield.files import WatchedFile
 from originshield.radix import RadixTree
 from originshield.refresh import Refresher
-from originshield.refresh.worker import ParseWorker, known_lines, parse_here
+from originshield.refresh.worker import ParseWorker, WorkerUnavailable, describe, lines_of, parse_here, read_answer
 from originshield.snapshot import Snapshot
 
 HISTORY = sorted(
@@ -139,17 +139,21 @@ def _refresher(url: str, initial: bytes = RAW[0], **kwargs: Any) -> Refresher:
 
 
 def test_the_worker_answer_agrees_with_the_core_parser_and_reuses_unchanged_records() -> None:
-    known: dict[str, Record] = {}
-    for raw in (RAW[0], RAW[12], RAW[-1]):  # the replay test covers the others through tree equality
-        parsed = parse_here(raw, "x", known)
+    base, records = b"", tuple[Record, ...]()
+    for raw in (RAW[0], RAW[12], RAW[-1], RAW[-1]):  # the replay test covers the others through tree equality
+        parsed = parse_here(base, records, raw, "x")
         ours, ref = parsed.doc, AwsIpRanges.from_bytes(raw)
         assert ours.records == ref.records
         assert (ours.sync_token, ours.create_date) == (ref.sync_token, ref.create_date)
-        # A record listed in the previous document is that very object (the guard compares by
-        # identity, the middleware reuses the trees of unchanged selections).
-        previous = {rec: rec for rec in known.values()}
+        assert parsed.text == lines_of(ours.records)
+        # A record listed in the previous document is that very object (the middleware reuses the
+        # trees of unchanged selections), and the removed and added records are exact.
+        previous = {rec: rec for rec in records}
         assert all(previous.get(rec, rec) is rec for rec in ours.records)
-        known = parsed.lines
+        now, before = set(ours.records), set(records)
+        assert parsed.removed == tuple(rec for rec in records if rec not in now)
+        assert parsed.added == now - before
+        base, records = parsed.text, ours.records
 
 
 @pytest.mark.parametrize(
@@ -167,15 +171,47 @@ def test_the_worker_answer_agrees_with_the_core_parser_and_reuses_unchanged_reco
         b'{"syncToken": "1", "createDate": "2026-01-01-00-00-00", "prefixes": [{"ip_prefix": "1.2.3.0/24", '
         b'"region": "x", "service": "Y", "network_border_group": null}]}',
         b'{"syncToken": "1" "createDate": "2026-01-01-00-00-00", "prefixes": []}',
+        # A tab in a name could forge a record in the worker's line-oriented answer.
+        b'{"syncToken": "1", "createDate": "2026-01-01-00-00-00", "prefixes": [{"ip_prefix": "1.2.3.0/24", '
+        b'"region": "x\\t198.51.100.0/24", "service": "Y"}]}',
     ],
 )
 def test_the_worker_answer_refuses_what_the_core_parser_refuses(body: bytes) -> None:
     with pytest.raises(ValueError, match=r".") as core:
         AwsIpRanges.from_bytes(body)
-    # Known records of a previous document must not let anything through either.
-    for known in ({}, known_lines(_doc(RAW[0]).records)):
+    # A base of known records must not let anything through either.
+    records = _doc(RAW[0]).records
+    for base in ((b"", ()), (lines_of(records), records)):
         with pytest.raises(type(core.value)):
-            parse_here(body, "x", known)
+            parse_here(*base, body, "x")
+
+
+def test_an_answer_that_does_not_add_up_is_a_worker_failure_not_a_document() -> None:
+    base = _doc(RAW[0]).records
+    good = describe(lines_of(base), RAW[1])
+    header_len, text_len, fresh_len = struct.unpack_from(">QQQ", good, 1)
+    header = json.loads(good[25 : 25 + header_len])
+    rest = good[25 + header_len :]
+    numbers = 25 + header_len + text_len + fresh_len  # where the records' indices begin
+
+    def answer(**changes: Any) -> bytes:
+        new = json.dumps({**header, **changes}).encode()
+        return b"O" + struct.pack(">QQQ", len(new), text_len, fresh_len) + new + rest
+
+    assert read_answer(answer(), base, "x").doc.records == _doc(RAW[1]).records
+    spans = header["spans"]
+    for bad in (
+        answer(count=len(rest)),  # more records than numbers
+        answer(removed=len(rest)),
+        answer(spans={**spans, "region": {"far": [len(rest), 5]}}),
+        good[:numbers] + struct.pack("I", 10**6) + good[numbers + 4 :],  # an index past the records
+        b"X" + good[1:],
+        good[:20],
+    ):
+        with pytest.raises(WorkerUnavailable):
+            read_answer(bad, base, "x")
+    with pytest.raises(WorkerUnavailable):  # described against another base
+        read_answer(good, base[:10], "x")
 
 
 # -- construction --------------------------------------------------------------------------------------

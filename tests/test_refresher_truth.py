@@ -170,7 +170,7 @@ def test_one_strict_parser_for_every_path(server: _Server, name: str) -> None:
     with pytest.raises(RangesError):
         AwsIpRanges.from_bytes(body)
     with pytest.raises(RangesError):
-        parse_here(body, "x", {})
+        parse_here(b"", (), body, "x")
     server.serve(body)
     for worker in (True, False):
         refresher = _refresher(server.url, parse_worker=worker)

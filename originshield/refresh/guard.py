@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -20,7 +21,6 @@ from originshield.errors import RangesError
 from .cachefile import CachedState, HeldEntry
 
 __all__ = [
-    "Membership",
     "Pacer",
     "ShrinkGuard",
     "Verdict",
@@ -140,32 +140,6 @@ def record_from_line(line: str, where: str) -> Record:
     return Record(net, region, service, nbg or None)
 
 
-class Membership:
-    """``record in new`` without hashing every record (``Record.__hash__`` runs ipaddress's Python
-    ``__hash__``: 16,828 of them hold the GIL for tens of milliseconds).
-
-    Records unchanged since the previous document are the very same objects (the refresher reuses
-    them), so identity settles nearly every question; only records created anew are compared by
-    value, and they are few.
-    """
-
-    __slots__ = ("_fresh", "_new_ids", "_old")
-
-    def __init__(self, old: tuple[Record, ...], new: tuple[Record, ...]) -> None:
-        self._old = old
-        self._new_ids = set(map(id, new))
-        old_ids = set(map(id, old))
-        self._fresh = frozenset(r for r in new if id(r) not in old_ids)
-
-    def __call__(self, rec: Record) -> bool:
-        return id(rec) in self._new_ids or rec in self._fresh
-
-    def removed(self) -> list[Record]:
-        """The records of the old document the new one no longer lists."""
-        new_ids = self._new_ids
-        return [r for r in self._old if id(r) not in new_ids and r not in self._fresh]
-
-
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What the guard makes of a new document: the records to hold back after it, the removals
@@ -194,9 +168,12 @@ class ShrinkGuard:
         self.recent: dict[Record, float] = {}
         self.forced = False
 
-    def judge(self, served: AwsIpRanges, doc: AwsIpRanges, force: bool) -> Verdict:
+    def judge(
+        self, served: AwsIpRanges, doc: AwsIpRanges, change: tuple[Sequence[Record], AbstractSet[Record]], force: bool
+    ) -> Verdict:
         """The guard's state after ``doc`` replaces ``served`` (the document in service, without
-        the held records); nothing changes until :meth:`accept`.
+        the held records), which it ``change``-s by (removed, added) records; nothing changes
+        until :meth:`accept`.
 
         The baseline is the last confirmed state, not only the previous publication: what is in
         service (the previous document and what stays held) plus the removals applied within
@@ -208,8 +185,8 @@ class ShrinkGuard:
         now = time.time()
         # Held and recently removed records are never in the document in service (they are what
         # it dropped): one of them is in the new document exactly when it was added back.
-        contains = Membership(served.records, doc.records)
-        removed = contains.removed()
+        removed, added = change
+        contains = added.__contains__
         held: dict[Record, HeldEntry] = {}
         released: list[Record] = []
         for rec, entry in self.held.items():

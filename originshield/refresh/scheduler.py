@@ -46,7 +46,7 @@ def _after_fork_in_child() -> None:
     # A forked worker (gunicorn, multiprocessing "fork") inherits the object but not the thread,
     # and may inherit a lock that the parent's refresher thread held at the moment of fork.
     for refresher in list(_instances):
-        refresher._reinit_after_fork()
+        refresher.reinit_after_fork()
 
 
 if hasattr(os, "register_at_fork"):
@@ -217,10 +217,10 @@ class Refresher(SnapshotHolder):
         thread = self._thread
         return thread is not None and thread.is_alive()
 
-    def _reinit_after_fork(self) -> None:
-        # In a forked child: fresh locks, and the thread again if it ran in the parent.
+    def reinit_after_fork(self) -> None:
+        """In a forked child: fresh locks, and the thread again if it ran in the parent."""
+        super().reinit_after_fork()
         self._thread_lock = threading.Lock()
-        self._lock = threading.Lock()  # SnapshotHolder's publish lock
         self._update.reinit_after_fork()
         was_running = self._thread is not None and not self._stopped
         self._thread = None

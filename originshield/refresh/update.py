@@ -41,7 +41,7 @@ from .cachefile import Attempts, CachedState, CacheFiles, HeldEntry
 from .fetch import fetch, local_path, md5_hex
 from .guard import ShrinkGuard
 from .status import Outcome, RefresherStatus, RefreshResult, StaleAction, Tally, WatcherStatus
-from .worker import Parsed, ParseWorker, WorkerUnavailable, known_lines, parse_here
+from .worker import Parsed, ParseWorker, WorkerUnavailable, lines_of, parse_here
 
 __all__ = ["Updater"]
 
@@ -111,10 +111,10 @@ class Updater:
         self.stale = False
         self.reinit_after_fork()
 
-        #: The last accepted document, without the held records; _lines: its records by line,
-        #: which the next document reuses for the lines it shares with it (see .worker).
+        #: The last accepted document, without the held records; _text: its records as lines, the
+        #: base the next document is described against (see .worker).
         self._doc: AwsIpRanges
-        self._lines: dict[str, Record]
+        self._text: bytes
         #: The data to start with: (document in service, held records included; its source).
         self.initial: tuple[AwsIpRanges, Source] = self._initial_document(initial)
 
@@ -289,11 +289,11 @@ class Updater:
     def _parse(self, body: bytes, source: str, timeout: float | None = None) -> Parsed:
         if self._parse_worker:
             try:
-                return ParseWorker.parse(body, source, self._lines, timeout or self._deadline)
+                return ParseWorker.parse(self._text, self._doc.records, body, source, timeout or self._deadline)
             except WorkerUnavailable as exc:
                 self.count("worker-error")
                 logger.warning("parse worker unavailable (%s); parsing in this process", exc)
-        return parse_here(body, source, self._lines)
+        return parse_here(self._text, self._doc.records, body, source)
 
     def _problem(self, doc: AwsIpRanges) -> tuple[str, str] | None:
         """Why ``doc`` cannot be served at all, whatever its source: a date in the future (a bogus
@@ -328,7 +328,7 @@ class Updater:
             if force and self.guard.held:
                 return self._release_held()
             return self._confirmed("unchanged", f"syncToken {doc.sync_token} already in service")
-        verdict = self.guard.judge(self._doc, doc, force)
+        verdict = self.guard.judge(self._doc, doc, (parsed.removed, parsed.added), force)
         for rec, entry in (extra_held or {}).items():
             verdict.held.setdefault(rec, entry)  # what another process holds stays held here too
         served = doc
@@ -341,7 +341,7 @@ class Updater:
             return self._result(
                 "refused", f"a snapshot listener refused syncToken {doc.sync_token}: {exc!r}", "listener-error"
             )
-        self._doc, self._lines = doc, parsed.lines
+        self._doc, self._text = doc, parsed.text
         self.guard.accept(verdict, forced=force)
         message = f"syncToken {doc.sync_token} ({doc.create_date:%Y-%m-%dT%H:%M:%SZ}) in service"
         if verdict.newly_held:
@@ -372,7 +372,7 @@ class Updater:
         aside (renamed, logged) and the next best source is served."""
         embedded = aws.load(None) if initial is None else initial
         base: Source = "embedded" if initial is None or initial.source == "embedded" else "file"
-        self._doc, self._lines = embedded, known_lines(embedded.records)
+        self._doc, self._text = embedded, lines_of(embedded.records)
         cache = self.cache
         if cache is None:
             return embedded, base
@@ -387,7 +387,7 @@ class Updater:
             return embedded, base
         data, state = found
         try:
-            parsed = parse_here(data, cache.document, self._lines)
+            parsed = parse_here(self._text, self._doc.records, data, cache.document)
             problem = self._problem(parsed.doc)
             if problem is not None:
                 raise RangesError(problem[1])
@@ -406,7 +406,7 @@ class Updater:
         if state is None:
             # A document without its state (copied in by hand, or written by an older version):
             # measured against the embedded snapshot by the guard, like any publication.
-            verdict = self.guard.judge(self._doc, cached, False)
+            verdict = self.guard.judge(self._doc, cached, (parsed.removed, parsed.added), False)
             self.guard.accept(verdict, forced=False)
             if verdict.newly_held:
                 logger.warning(
@@ -418,7 +418,7 @@ class Updater:
             if state.checked_at > 0:  # confirmed current by its source (validators stay with their URL)
                 self.tally.last_success = state.checked_at
             self.guard.held, self.guard.recent, self.guard.forced = held, recent, state.forced
-        self._doc, self._lines = cached, parsed.lines
+        self._doc, self._text = cached, parsed.text
         held_records = tuple(self.guard.held)
         if held_records:
             return AwsIpRanges(
