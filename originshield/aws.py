@@ -426,8 +426,11 @@ def _parse(data: bytes, source: str) -> AwsIpRanges:
             raise RangesError(f"{list_key!r} must be a list, got {type(entries).__name__}")
         for i, entry in enumerate(entries):
             rec = _record(entry, f"{list_key}[{i}]", prefix_key, version, networks)
-            if rec not in seen:  # an exact repeat adds no information; never double-attribute
-                seen.add(rec)
+            # An exact repeat adds no information; never double-attribute. One hash per record
+            # (ipaddress hashes in Python): add, and keep the record if the set grew.
+            size = len(seen)
+            seen.add(rec)
+            if len(seen) > size:
                 records.append(rec)
     if not records:
         raise RangesError("empty document: no prefixes")

@@ -222,11 +222,6 @@ class ShrinkGuard:
         self.held, self.recent, self.forced = {}, {}, True
         return count
 
-    def restore(self, state: CachedState | None) -> None:
-        """Take the state the cache recorded (see :meth:`from_state`)."""
-        self.held, self.recent = self.from_state(state)
-        self.forced = state.forced if state is not None else False
-
     @staticmethod
     def from_state(state: CachedState | None) -> tuple[dict[Record, HeldEntry], dict[Record, float]]:
         """The held and recent records a cached state records; RangesError when a line is malformed."""
