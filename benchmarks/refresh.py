@@ -11,7 +11,7 @@ Entry points:
   for the refresher and for a naive in-process ``from_bytes`` loop), and the RSS before and
   after 100 swaps.
 - ``swap_driver() -> SwapDriver``: for the uvicorn p99-under-reload measurement. ``driver.holder``
-  is a real :class:`~originshield.refresher.Refresher` (give it to ``OriginShield(app,
+  is a real :class:`~originshield.refresh.Refresher` (give it to ``OriginShield(app,
   ranges=driver.holder)``, which subscribes its listener); each ``driver.swap()`` is one
   ``refresh_now()`` against a loopback server that alternates the two newest real publications
   with an ever-increasing syncToken, so every call is a full accepted update (download, parse,
@@ -51,7 +51,8 @@ from typing import Any
 from originshield import Selector
 from originshield.aws import AwsIpRanges
 from originshield.radix import RadixTree
-from originshield.refresher import Refresher, _ParseWorker
+from originshield.refresh import Refresher
+from originshield.refresh.worker import ParseWorker
 from originshield.snapshot import Snapshot
 
 __all__ = ["LoopbackSource", "SourceProcess", "SwapDriver", "run", "start_swapping", "swap_driver"]
@@ -160,9 +161,8 @@ def _keep_off_my_cpus(pids: list[int]) -> None:
 class SwapDriver:
     description = (
         "Refresher.refresh_now() against a loopback HTTP server (a separate process) alternating the two newest "
-        "real publications (2.6 MB each, rising syncToken): download, parse + validation + diff against the "
-        "document in service in the parse worker (kept off the server's core), record rebuild, shrink guard, "
-        "listeners, swap"
+        "real publications (2.6 MB each, rising syncToken): download, parse + validation in the parse worker "
+        "(kept off the server's core), record rebuild reusing unchanged records, shrink guard, listeners, swap"
     )
 
     def __init__(self) -> None:
@@ -186,7 +186,7 @@ class SwapDriver:
 
     def _place(self) -> None:
         cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
-        worker = _ParseWorker._proc  # the refresher's worker process (private: benchmark only)
+        worker = ParseWorker.process()  # the refresher's worker process
         key = (frozenset(cpus), worker.pid if worker is not None else 0)
         if key != self._placed and os.environ.get("ORIGINSHIELD_BENCH_WORKER") != "same":
             self._placed = key
@@ -311,7 +311,7 @@ def run(quick: bool = False) -> dict[str, object]:
         refresher = driver.holder
         raw = driver.source.documents[-1]
 
-        # 1. One full update: fetch + parse/validate/diff in the worker + guard + swap, without and
+        # 1. One full update: fetch + parse/validate in the worker + guard + swap, without and
         # with a tree build; and what it costs this process (the CPU requests would not get).
         plain, cpu = [], []
         for _ in range(rounds):
@@ -386,8 +386,9 @@ def run(quick: bool = False) -> dict[str, object]:
         "notes": [
             "The stall proxies are not the p99 goal (that is measured through uvicorn by the e2e section): they show "
             "why the refresher parses in a worker process. json.loads of the document is one C call holding the GIL "
-            "for tens of milliseconds; the worker answers with the difference to the document in service, so this "
-            "process only slices the old record tuple, creates the few new records and compiles the policies.",
+            "for tens of milliseconds; the worker answers with the records as text lines, so this process only "
+            "looks the lines up among the records in service (one C-level pass), creates the few new records and "
+            "compiles the policies.",
             "The source server runs in its own process and, like the parse worker, off the CPUs this process is "
             "pinned to (when it is pinned) at the lowest priority: in production the source is AWS and the worker "
             "runs on any free core. The CPU and hold figures count only this process's refreshing thread.",

@@ -6,12 +6,13 @@ from .aws import AwsIpRanges, Record, load, load_ranges
 from .config import Config, load_config
 from .decision import Decision
 from .errors import ConfigError, InvalidAddress, OriginShieldError, RangesError
+from .files import FileWatcher, Reloadable, WatchedFile
 from .geoip import CountryDatabase, GeoIPDatabaseError
 from .metrics import Counters
 from .middleware import OriginShield
 from .policy import CountryResolver, Policy, Route
 from .radix import RadixTree
-from .refresher import FileWatcher, Refresher, RefresherStatus, RefreshResult, Reloadable, WatchedFile
+from .refresh import Refresher, RefresherStatus, RefreshResult
 from .secret import SecretHeader
 from .selector import PRESETS, Selection, Selector
 

@@ -18,6 +18,7 @@ import os
 import re
 import warnings
 import zlib
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,13 +36,16 @@ __all__ = [
     "PRESETS",
     "AwsIpRanges",
     "Network",
+    "Positions",
     "Record",
     "Selection",
     "Selector",
     "load",
     "load_ranges",
     "loads_strict",
+    "parse_network",
     "strict_decoder",
+    "with_positions",
 ]
 
 #: Where AWS publishes the document (AWS General Reference, "AWS IP address ranges").
@@ -58,6 +62,7 @@ _CREATE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}")
 # Canonical "address/length" only: no bare address, no netmask form, no leading zeros in the length.
 _CIDR = re.compile(r"[0-9A-Fa-f:.]+/(?:0|[1-9][0-9]{0,2})")
 _SYNC_TOKEN = re.compile(r"[0-9]{1,20}")
+_CONTROL = re.compile(r"[\t\n\r]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,25 +86,49 @@ class Record:
         }
 
 
-class _Positions:
+class Positions:
     """Where each name occurs in one document's records: for each attribute (``service``,
     ``region``, ``network_border_group``) and name, the ascending indices of its records.
 
     With it, :meth:`Selector.apply` visits only the records carrying a wanted name (the 49
     origin-facing records, say) instead of all 16,828: the refresher's parse worker computes it
-    next to the parse, so that a swap costs the server process almost nothing per policy (issue 4:
-    every CPU millisecond a swap spends in the server process is one less for requests).
-    ``spans[attribute][name] = (offset, count)`` into ``indices``.
+    next to the parse (:meth:`of`), so that a swap costs the server process almost nothing per
+    policy (issue 4: every CPU millisecond a swap spends in the server process is one less for
+    requests). ``spans[attribute][name] = (offset, count)`` into ``indices``.
     """
 
-    __slots__ = ("_indices", "_spans")
+    __slots__ = ("indices", "spans")
+
+    ATTRIBUTES: Final = ("service", "region", "network_border_group")
 
     def __init__(self, spans: Mapping[str, Mapping[str, tuple[int, int]]], indices: Sequence[int]) -> None:
-        self._spans = spans
-        self._indices = indices
+        self.spans = spans
+        self.indices = indices
+
+    @classmethod
+    def of(cls, records: Sequence[Record]) -> Positions:
+        """The positions of ``records``' names (indices into ``records``)."""
+        spans: dict[str, dict[str, tuple[int, int]]] = {}
+        indices = array("I")  # an array: compact, and sent to the server process as bytes
+        for attribute in cls.ATTRIBUTES:
+            groups: dict[str, list[int]] = {}
+            for i, rec in enumerate(records):
+                name = getattr(rec, attribute)
+                if name is not None:
+                    groups.setdefault(name, []).append(i)
+            names = spans[attribute] = {}
+            for name, where in groups.items():
+                names[name] = (len(indices), len(where))
+                indices.extend(where)
+        return cls(spans, indices)
+
+    def check(self) -> None:
+        """Raise ValueError unless every span lies within ``indices``."""
+        if any(o + c > len(self.indices) for names in self.spans.values() for o, c in names.values()):
+            raise ValueError("record positions out of range")
 
     def names(self, attribute: str) -> frozenset[str]:
-        return frozenset(self._spans.get(attribute, ()))
+        return frozenset(self.spans.get(attribute, ()))
 
     def candidates(self, sel: Selector) -> list[int] | None:
         """Ascending indices of the records that carry one of the names of the most selective of
@@ -113,14 +142,14 @@ class _Positions:
         ):
             if names is None:
                 continue
-            spans = self._spans.get(attribute, {})
+            spans = self.spans.get(attribute, {})
             found = [spans[name] for name in names if name in spans]
             total = sum(count for _, count in found)
             if best is None or total < best_total:
                 best, best_total = found, total
         if best is None:
             return None
-        indices = self._indices
+        indices = self.indices
         out = [i for offset, count in best for i in indices[offset : offset + count]]
         if len(best) > 1:
             out.sort()
@@ -136,10 +165,10 @@ class AwsIpRanges:
     records: tuple[Record, ...]
     source: str = "bytes"
     _index: dict[str, frozenset[str]] = field(default_factory=dict, repr=False, compare=False)
-    #: Where each name occurs (see :class:`_Positions`); only documents the refresher's parse
-    #: worker described have one. Not an init field: ``dataclasses.replace`` must not carry it
-    #: over to other records.
-    _positions: _Positions | None = field(default=None, init=False, repr=False, compare=False)
+    #: Where each name occurs (see :class:`Positions`, :func:`with_positions`); only documents the
+    #: refresher's parse worker described have one. Not an init field: ``dataclasses.replace``
+    #: must not carry it over to other records.
+    _positions: Positions | None = field(default=None, init=False, repr=False, compare=False)
     #: Selections already computed from this document (see :meth:`Selector.apply`).
     _selections: dict[Selector, Selection] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -199,8 +228,9 @@ class AwsIpRanges:
         return self._selections.setdefault(selector, Selection(chosen, self.sync_token, selector.name))
 
 
-def _indexed(ranges: AwsIpRanges, positions: _Positions) -> AwsIpRanges:
-    """``ranges`` with ``positions`` attached (they must describe exactly its records)."""
+def with_positions(ranges: AwsIpRanges, positions: Positions) -> AwsIpRanges:
+    """``ranges`` with ``positions`` attached (they must describe exactly its records, e.g.
+    ``Positions.of(ranges.records)`` computed elsewhere): selections then visit only candidates."""
     object.__setattr__(ranges, "_positions", positions)
     return ranges
 
@@ -300,8 +330,11 @@ def _parse(data: bytes, source: str) -> AwsIpRanges:
             raise RangesError(f"{list_key!r} must be a list, got {type(entries).__name__}")
         for i, entry in enumerate(entries):
             rec = _record(entry, f"{list_key}[{i}]", prefix_key, version, networks)
-            if rec not in seen:  # an exact repeat adds no information; never double-attribute
-                seen.add(rec)
+            # An exact repeat adds no information; never double-attribute. One hash per record
+            # (ipaddress hashes in Python): add, and keep the record if the set grew.
+            size = len(seen)
+            seen.add(rec)
+            if len(seen) > size:
                 records.append(rec)
     if not records:
         raise RangesError("empty document: no prefixes")
@@ -340,7 +373,7 @@ def _record(entry: Any, where: str, prefix_key: str, version: int, networks: dic
         raise RangesError(f"{where}: {prefix_key!r} must be a string, got {text!r}")
     net = networks.get(text)
     if net is None:
-        net = _network(text, where, version)
+        net = parse_network(text, where, version)
         networks[text] = net
     region = _text_field(entry, "region", where, text)
     service = _text_field(entry, "service", where, text)
@@ -355,10 +388,17 @@ def _text_field(entry: dict[str, Any], key: str, where: str, text: str) -> str:
     value = entry[key]
     if not isinstance(value, str) or not value:
         raise RangesError(f"{where} ({text}): {key!r} must be a non-empty string, got {value!r}")
+    if _CONTROL.search(value):
+        # AWS names are letters, digits and dashes. A tab or newline inside one could forge a record
+        # in any line-oriented form of the data (the refresher's worker answers and cache metadata
+        # carry records as tab-separated lines): such a document is refused as a whole.
+        raise RangesError(f"{where} ({text}): control character in {key!r} {value!r}")
     return value
 
 
-def _network(text: str, where: str, version: int) -> Network:
+def parse_network(text: str, where: str, version: int) -> Network:
+    """``text`` as an IPv``version`` network in canonical ``address/length`` form, else a
+    :class:`RangesError` naming ``where`` (the list and index, or the file and line)."""
     if not _CIDR.fullmatch(text):
         raise RangesError(f"{where}: bad CIDR {text!r} (expected address/length)")
     try:

@@ -6,7 +6,7 @@ against bad values keep working, and none of them can be mistaken for "no match"
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "InvalidAddress", "OriginShieldError", "RangesError"]
+__all__ = ["ConfigError", "FetchError", "InvalidAddress", "LockTimeout", "OriginShieldError", "RangesError"]
 
 
 class OriginShieldError(Exception):
@@ -23,3 +23,16 @@ class InvalidAddress(OriginShieldError, ValueError):
 
 class ConfigError(OriginShieldError, ValueError):
     """Bad configuration, raised at startup; the message names the key and the reason."""
+
+
+class FetchError(OriginShieldError):
+    """The ranges source could not be read; ``reason`` is a short machine-readable code
+    (``timeout``, ``http-error``, ``too-large``...), the refresher's failure reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class LockTimeout(OriginShieldError):
+    """Another process held the cache directory's lock for longer than the wait allowed."""

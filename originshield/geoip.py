@@ -1,7 +1,7 @@
 """Country lookups over a MaxMind DB (``.mmdb``) file, reloaded without downtime.
 
 :class:`CountryDatabase` implements the middleware's :class:`~originshield.policy.CountryResolver`
-(``country(packed) -> "US" | None``) and the refresher's :class:`~originshield.refresher.Reloadable`
+(``country(packed) -> "US" | None``) and the refresher's :class:`~originshield.files.Reloadable`
 (``name``, ``check()``). It reads GeoLite2-Country, GeoIP2-Country and the City databases (and any
 database whose records follow the GeoIP2 schema) through ``maxminddb.open_database(path,
 MODE_AUTO)``: the C extension (libmaxminddb over ``mmap``) when it is installed.
@@ -30,7 +30,7 @@ the cheapest input (a miss costs 0.36 µs from a ``str``, 0.9 µs from ``inet_nt
 
 **Reload** (design.md, data flow). The refresher calls :meth:`check` every ``watch_interval``; it
 compares the file's (mtime_ns, size, inode, device) with the version in service
-(:class:`~originshield.refresher.FileWatcher`), opens and verifies the new file off the request
+(:class:`~originshield.files.FileWatcher`), opens and verifies the new file off the request
 path, and swaps it in by one reference assignment. The old reader is *not* closed at the swap:
 closing a reader while a lookup runs makes that lookup raise (pure-Python reader: its ``mmap`` is
 closed under it). It is retired, and closed on a later ``check()`` once ``close_grace`` seconds
@@ -63,7 +63,7 @@ from typing import Any, Final, NoReturn
 import maxminddb
 
 from .errors import ConfigError
-from .refresher import FileSignature, FileWatcher
+from .files import FileSignature, FileWatcher
 
 __all__ = ["DEFAULT_VERIFY_NETWORKS", "CountryDatabase", "GeoIPDatabaseError", "GeoIPStatus"]
 

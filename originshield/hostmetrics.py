@@ -48,10 +48,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from ._types import ASGIApp, Receive, Scope, Send
-from .cachefile import write_atomic
 from .inservice import SelectionDigest, selection_digests
 from .metrics import CounterKey, render_family
 from .middleware import OriginShield
+from .refresh.cachefile import write_atomic
 
 __all__ = ["HOST", "HostMetrics", "MetricsRoute", "WorkerFigures", "find_shield"]
 

@@ -80,7 +80,7 @@ class OriginShield(Shield):
     Keyword options (all validated here; bad values raise :class:`~originshield.errors.ConfigError`):
 
     - ``ranges``: an :class:`~originshield.aws.AwsIpRanges`, a
-      :class:`~originshield.snapshot.SnapshotHolder` (e.g. ``originshield.refresher.Refresher``), or
+      :class:`~originshield.snapshot.SnapshotHolder` (e.g. ``originshield.Refresher``), or
       ``None`` for the snapshot embedded in the package. With a holder, the middleware subscribes
       and recompiles every policy's radix tree inside the listener (in the publisher's thread), then
       swaps one reference to a new immutable engine; a listener error (e.g. a selection that

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -32,8 +31,6 @@ class Snapshot:
     ranges: AwsIpRanges
     source: Source
     generation: int
-    #: Unix time at which this snapshot was published in this process.
-    published_at: float = field(default_factory=time.time)
     #: Records the newest document dropped but the shrink guard keeps serving until confirmed
     #: (they are already part of ``ranges.records``); empty in the normal case.
     held_back: tuple[Record, ...] = ()
@@ -71,6 +68,11 @@ class SnapshotHolder:
         self._lock = threading.Lock()  # serialises publishers; readers never take it
         self._listeners: list[Listener] = []
         self.current: Snapshot = Snapshot(ranges, source, generation=1)
+
+    def reinit_after_fork(self) -> None:
+        """In a forked child (gunicorn, multiprocessing "fork"): a fresh publish lock, since a
+        thread of the parent may have held it at the moment of the fork."""
+        self._lock = threading.Lock()
 
     def subscribe(self, listener: Listener) -> None:
         """Register ``listener`` for future swaps (it is not called for the current snapshot)."""

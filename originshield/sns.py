@@ -116,7 +116,7 @@ _ACCEPTED: Final[Mapping[str, int]] = {
 
 
 class Refreshable(Protocol):
-    """What a valid notice nudges: ``originshield.refresher.Refresher`` has this method."""
+    """What a valid notice nudges: ``originshield.Refresher`` has this method."""
 
     def refresh_now(self, *, expected_md5: str | None = None) -> object: ...
 

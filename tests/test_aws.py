@@ -58,7 +58,7 @@ def test_embedded_snapshot_is_the_shared_snapshot() -> None:
 
 
 def test_embedded_metadata_and_age() -> None:
-    ranges = aws.load()
+    ranges = aws.load_ranges()
     assert ranges.source == "embedded"
     assert ranges.sync_token == 1787411825
     assert ranges.create_date == datetime(2026, 8, 22, 15, 17, 5, tzinfo=UTC)
@@ -111,8 +111,8 @@ def test_select_filters_combine(ranges: AwsIpRanges) -> None:
 
 def test_selector_is_reusable_across_documents() -> None:
     sel = Selector.preset("cloudfront-origin-facing")
-    before = sel.apply(aws.load(HISTORY[0]))
-    after = sel.apply(aws.load(HISTORY[-1]))
+    before = sel.apply(aws.load_ranges(HISTORY[0]))
+    after = sel.apply(aws.load_ranges(HISTORY[-1]))
     added = after.prefixes() - before.prefixes()
     # PROVENANCE.md: 24.110.128.0/17 joined CLOUDFRONT_ORIGIN_FACING during the history window.
     assert added == {ipaddress.ip_network("24.110.128.0/17")}
@@ -120,9 +120,9 @@ def test_selector_is_reusable_across_documents() -> None:
 
 
 def test_all_history_publications_load_in_order() -> None:
-    tokens = [aws.load(p).sync_token for p in HISTORY]
+    tokens = [aws.load_ranges(p).sync_token for p in HISTORY]
     assert len(tokens) == 25 and tokens == sorted(tokens)
-    assert aws.load(HISTORY[-1]).records == aws.load(SNAPSHOT).records
+    assert aws.load_ranges(HISTORY[-1]).records == aws.load_ranges(SNAPSHOT).records
 
 
 def test_documents_before_2020_have_no_border_group() -> None:
@@ -222,7 +222,7 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "ranges.json"
     bad.write_bytes(b"{}")
     with pytest.raises(RangesError, match="missing field 'syncToken'"):
-        aws.load(bad)
+        aws.load_ranges(bad)
     with pytest.raises(FileNotFoundError):
-        aws.load(tmp_path / "missing.json")
-    assert aws.load(str(SNAPSHOT)).source == str(SNAPSHOT)
+        aws.load_ranges(tmp_path / "missing.json")
+    assert aws.load_ranges(str(SNAPSHOT)).source == str(SNAPSHOT)

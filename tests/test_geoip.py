@@ -22,10 +22,10 @@ from netaddr import IPSet
 
 from originshield import geoip as geoip_module
 from originshield.errors import ConfigError
+from originshield.files import Reloadable
 from originshield.geoip import CountryDatabase, GeoIPDatabaseError, _code
 from originshield.policy import CountryResolver
 from originshield.radix import pack_address
-from originshield.refresher import Reloadable
 
 DATA = Path(__file__).parent / "data" / "geoip"
 BROKEN = DATA / "broken"
@@ -511,7 +511,7 @@ def test_swaps_under_concurrent_lookups(tmp_path: Path, mode: int) -> None:
 
 
 def test_reload_through_the_refresher(tmp_path: Path) -> None:
-    from originshield.refresher import Refresher
+    from originshield import Refresher
 
     path = build(tmp_path / "geo.mmdb", US_DE)
     with CountryDatabase(path) as db:

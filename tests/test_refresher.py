@@ -27,8 +27,10 @@ import pytest
 
 from originshield import Selector
 from originshield.aws import AwsIpRanges, Record
+from originshield.files import WatchedFile
 from originshield.radix import RadixTree
-from originshield.refresher import Refresher, WatchedFile, _Interner, _Pacer, _parse_document
+from originshield.refresh import Refresher
+from originshield.refresh.worker import ParseWorker, WorkerUnavailable, describe, lines_of, parse_here, read_answer
 from originshield.snapshot import Snapshot
 
 from .loopback import Action, LoopbackHandler, LoopbackServer, free_port
@@ -63,14 +65,22 @@ def _refresher(url: str, initial: bytes = RAW[0], **kwargs: Any) -> Refresher:
 # -- parsing ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sliced", [False, True], ids=["json.loads", "sliced"])
-def test_sliced_parser_agrees_with_the_core_parser_on_every_publication(sliced: bool) -> None:
-    interner = _Interner()
-    for raw in (RAW[0], RAW[12], RAW[-1]):  # the replay test covers the others through tree equality
-        ours = _parse_document(raw, "x", interner, _Pacer() if sliced else None)
-        ref = AwsIpRanges.from_bytes(raw)
+def test_the_worker_answer_agrees_with_the_core_parser_and_reuses_unchanged_records() -> None:
+    base, records = b"", tuple[Record, ...]()
+    for raw in (RAW[0], RAW[12], RAW[-1], RAW[-1]):  # the replay test covers the others through tree equality
+        parsed = parse_here(base, records, raw, "x")
+        ours, ref = parsed.doc, AwsIpRanges.from_bytes(raw)
         assert ours.records == ref.records
         assert (ours.sync_token, ours.create_date) == (ref.sync_token, ref.create_date)
+        assert parsed.text == lines_of(ours.records)
+        # A record listed in the previous document is that very object (the middleware reuses the
+        # trees of unchanged selections), and the removed and added records are exact.
+        previous = {rec: rec for rec in records}
+        assert all(previous.get(rec, rec) is rec for rec in ours.records)
+        now, before = set(ours.records), set(records)
+        assert parsed.removed == tuple(rec for rec in records if rec not in now)
+        assert parsed.added == now - before
+        base, records = parsed.text, ours.records
 
 
 @pytest.mark.parametrize(
@@ -88,16 +98,47 @@ def test_sliced_parser_agrees_with_the_core_parser_on_every_publication(sliced: 
         b'{"syncToken": "1", "createDate": "2026-01-01-00-00-00", "prefixes": [{"ip_prefix": "1.2.3.0/24", '
         b'"region": "x", "service": "Y", "network_border_group": null}]}',
         b'{"syncToken": "1" "createDate": "2026-01-01-00-00-00", "prefixes": []}',
+        # A tab in a name could forge a record in the worker's line-oriented answer.
+        b'{"syncToken": "1", "createDate": "2026-01-01-00-00-00", "prefixes": [{"ip_prefix": "1.2.3.0/24", '
+        b'"region": "x\\t198.51.100.0/24", "service": "Y"}]}',
     ],
 )
-def test_sliced_parser_refuses_what_the_core_parser_refuses(body: bytes) -> None:
+def test_the_worker_answer_refuses_what_the_core_parser_refuses(body: bytes) -> None:
     with pytest.raises(ValueError, match=r".") as core:
         AwsIpRanges.from_bytes(body)
-    for pause in (None, _Pacer()):
-        interner = _Interner()
-        interner.seed(_doc(RAW[0]).records)  # a warm interner must not let anything through either
+    # A base of known records must not let anything through either.
+    records = _doc(RAW[0]).records
+    for base in ((b"", ()), (lines_of(records), records)):
         with pytest.raises(type(core.value)):
-            _parse_document(body, "x", interner, pause)
+            parse_here(*base, body, "x")
+
+
+def test_an_answer_that_does_not_add_up_is_a_worker_failure_not_a_document() -> None:
+    base = _doc(RAW[0]).records
+    good = describe(lines_of(base), RAW[1])
+    header_len, text_len, fresh_len = struct.unpack_from(">QQQ", good, 1)
+    header = json.loads(good[25 : 25 + header_len])
+    rest = good[25 + header_len :]
+    numbers = 25 + header_len + text_len + fresh_len  # where the records' indices begin
+
+    def answer(**changes: Any) -> bytes:
+        new = json.dumps({**header, **changes}).encode()
+        return b"O" + struct.pack(">QQQ", len(new), text_len, fresh_len) + new + rest
+
+    assert read_answer(answer(), base, "x").doc.records == _doc(RAW[1]).records
+    spans = header["spans"]
+    for bad in (
+        answer(count=len(rest)),  # more records than numbers
+        answer(removed=len(rest)),
+        answer(spans={**spans, "region": {"far": [len(rest), 5]}}),
+        good[:numbers] + struct.pack("I", 10**6) + good[numbers + 4 :],  # an index past the records
+        b"X" + good[1:],
+        good[:20],
+    ):
+        with pytest.raises(WorkerUnavailable):
+            read_answer(bad, base, "x")
+    with pytest.raises(WorkerUnavailable):  # described against another base
+        read_answer(good, base[:10], "x")
 
 
 # -- construction --------------------------------------------------------------------------------------
@@ -303,22 +344,21 @@ def test_a_name_that_could_forge_a_record_is_refused(server: LoopbackServer) -> 
 
 
 def test_parse_worker_crash_is_survived(server: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    from originshield.refresher import _ParseWorker
-
     refresher = _refresher(server.url)
     server.serve(RAW[1])
     assert refresher.refresh_now().outcome == "applied"
-    proc = _ParseWorker._proc
+    proc = ParseWorker.process()
     assert proc is not None
     proc.kill()
     proc.wait()
     server.serve(RAW[2])
     assert refresher.refresh_now().outcome == "applied"  # a new worker was started
-    assert _ParseWorker._proc is not None
-    assert _ParseWorker._proc.pid != proc.pid
+    again = ParseWorker.process()
+    assert again is not None
+    assert again.pid != proc.pid
     # No worker can be started at all: parsed in this process instead, counted.
-    _ParseWorker._proc.kill()
-    _ParseWorker._proc.wait()
+    again.kill()
+    again.wait()
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     server.serve(RAW[3])
     assert refresher.refresh_now().outcome == "applied"
@@ -645,7 +685,7 @@ def test_an_older_cache_file_loses_to_the_embedded_snapshot(tmp_path: Path) -> N
 _WORKER = r"""
 import json, sys, time
 from originshield.aws import AwsIpRanges
-from originshield.refresher import Refresher
+from originshield import Refresher
 url, cache, initial, go = sys.argv[1:5]
 r = Refresher(url, cache_dir=cache, initial=AwsIpRanges.from_bytes(open(initial, "rb").read()), timeout=5)
 print("ready", flush=True)
@@ -868,7 +908,7 @@ def test_stale_action_reject_fails_closed_through_the_middleware_and_reopens(ser
         assert refresher.refresh_now().outcome == "applied"  # fresh data: open again
         assert not refresher.current.stale_reject
         assert edge.get("/").status_code == 200
-        refresher._max_age = refresher._max_age * 0  # age it at once
+        refresher._update.max_age *= 0  # age it at once
         refresher._check_stale()  # what every tick does: republish the same data, flag flipped
         assert refresher.current.stale_reject
         assert refresher.current.sync_token == _doc(RAW[-1]).sync_token
@@ -915,14 +955,11 @@ def _drop_one_ec2_range(doc: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     "selectors", [(ORIGIN_FACING, Selector.preset("region:us-east-1")), ()], ids=["policies", "everything"]
 )
-def test_worker_differences_agree_with_parsing_in_process(
-    server: LoopbackServer, selectors: tuple[Selector, ...], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_worker_agrees_with_parsing_in_process(server: LoopbackServer, selectors: tuple[Selector, ...]) -> None:
     """Updates, a guarded shrink, refusals, a veto, a reordered document and a worker restart, through
     a refresher that parses in the worker and one that parses in this process: same outcome, same
-    records, same held-back records, same selections after every step."""
-    from originshield.refresher import _Parsed, _ParseWorker
-
+    records, same held-back records, same selections after every step; and records unchanged since
+    the document in service are reused (the very same objects) on both paths."""
     base = RAW[-1]
     token = 1790000000
     steps: list[tuple[str, bytes]] = [
@@ -943,27 +980,23 @@ def test_worker_differences_agree_with_parsing_in_process(
     options: dict[str, Any] = {"selectors": selectors, "confirmations": 3, "shrink_threshold": 0.0001}
     worker = _refresher(server.url, initial=base, **options)
     local = _refresher(server.url, initial=base, parse_worker=False, **options)
-    parsed: list[_Parsed] = []
-    parse = worker._parse
-
-    def observe(body: bytes, source: str, timeout: float | None = None) -> _Parsed:
-        result = parse(body, source, timeout)
-        parsed.append(result)
-        return result
-
-    monkeypatch.setattr(worker, "_parse", observe)
 
     def veto(snap: Snapshot) -> None:
         if snap.sync_token == token + 3:
             raise RuntimeError("cannot compile")
 
+    def in_service(snap: Snapshot) -> dict[Record, Record]:
+        held = set(map(id, snap.held_back))  # held records are not part of the document
+        return {rec: rec for rec in snap.ranges.records if id(rec) not in held}
+
     probes = [ORIGIN_FACING, Selector.preset("region:us-east-1"), Selector.of(services=["EC2", "S3"], ip_versions=[4])]
     for refresher in (worker, local):
         refresher.subscribe(veto)
     for name, body in steps:
-        if name == "worker restart" and _ParseWorker._proc is not None:
-            _ParseWorker._proc.kill()
-            _ParseWorker._proc.wait()
+        if name == "worker restart" and (proc := ParseWorker.process()) is not None:
+            proc.kill()
+            proc.wait()
+        before = [in_service(worker.current), in_service(local.current)]
         server.serve(body)
         ours, theirs = worker.refresh_now(), local.refresh_now()
         assert (ours.outcome, ours.reason, ours.held_back) == (theirs.outcome, theirs.reason, theirs.held_back), name
@@ -972,26 +1005,10 @@ def test_worker_differences_agree_with_parsing_in_process(
         assert a.held_back == b.held_back, name
         for sel in probes:
             assert sel.apply(a.ranges).records == sel.apply(b.ranges).records, (name, sel.name)
-    assert worker.status().counts == local.status().counts
+        for previous, snap in zip(before, (a, b), strict=True):
+            assert all(previous.get(rec, rec) is rec for rec in in_service(snap)), name
+    assert worker.status().counts == local.status().counts  # no worker-error: the worker parsed
     assert worker.status().counts["guarded"] >= 1  # at least the big shrink
-    # The fast path was taken: every document after the first one the worker described is a
-    # difference to the one in service, except the reordered one and the first after the restart.
-    kinds = [p.delta is not None for p in parsed]
-    names = [name for name, _ in steps]
-    assert kinds == [
-        False,  # the initial document did not come from the worker
-        False,
-        True,
-        True,
-        True,
-        True,
-        True,
-        True,
-        False,  # reordered: sent whole
-        False,  # a new worker knows no document
-        True,
-        True,
-    ], list(zip(names, kinds, strict=True))
 
 
 def test_selections_through_record_positions_equal_a_full_scan(server: LoopbackServer) -> None:

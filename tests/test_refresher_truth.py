@@ -25,8 +25,9 @@ from originshield import Selector
 from originshield.aws import AwsIpRanges, Record
 from originshield.cli import main
 from originshield.errors import RangesError
-from originshield.fetch import md5_hex
-from originshield.refresher import Refresher, _Interner, _Pacer, _parse_document, _ParseWorker
+from originshield.refresh import Refresher
+from originshield.refresh.fetch import md5_hex
+from originshield.refresh.worker import ParseWorker, parse_here
 
 from .loopback import LoopbackHandler, LoopbackServer
 from .test_refresher import (
@@ -109,7 +110,7 @@ def test_a_stopped_parse_worker_is_killed_replaced_and_the_refresh_ends_in_time(
     server.serve(RAW[1])
     assert _refresher(server.url).refresh_now().outcome == "applied"  # the worker is up
     refresher = _refresher(server.url, initial=RAW[1], deadline=DEADLINE)
-    proc = _ParseWorker._proc
+    proc = ParseWorker.process()
     assert proc is not None and proc.poll() is None
     os.kill(proc.pid, signal.SIGSTOP)  # wedged: it reads nothing, the 2.6 MB fill its pipe
     try:
@@ -122,7 +123,7 @@ def test_a_stopped_parse_worker_is_killed_replaced_and_the_refresh_ends_in_time(
     assert result.outcome == "applied", result
     assert refresher.current.sync_token == _doc(RAW[2]).sync_token
     # A blocked write used to hang here for good; now the exchange ends by the deadline and the
-    # in-process parse (in slices, slow on a loaded machine) follows.
+    # in-process parse (slow on a loaded machine) follows.
     assert took < DEADLINE + SLACK + 10.0, took
     assert refresher.status().counts["worker-error"] == 1
     assert proc.wait(5) == -signal.SIGKILL
@@ -130,7 +131,8 @@ def test_a_stopped_parse_worker_is_killed_replaced_and_the_refresh_ends_in_time(
     again = _refresher(server.url, initial=RAW[2])  # the default deadline: a new worker starts cold
     assert again.refresh_now().outcome == "applied"
     assert again.status().counts.get("worker-error") is None
-    assert _ParseWorker._proc is not None and _ParseWorker._proc.pid != proc.pid  # replaced
+    replaced = ParseWorker.process()
+    assert replaced is not None and replaced.pid != proc.pid
 
 
 def _duplicate_prefixes(raw: bytes) -> bytes:
@@ -154,9 +156,8 @@ def test_one_strict_parser_for_every_path(server: LoopbackServer, name: str) -> 
     assert body != RAW[1]
     with pytest.raises(RangesError):
         AwsIpRanges.from_bytes(body)
-    for pause in (None, _Pacer()):
-        with pytest.raises(RangesError):
-            _parse_document(body, "x", _Interner(), pause)
+    with pytest.raises(RangesError):
+        parse_here(b"", (), body, "x")
     server.serve(body)
     for worker in (True, False):
         refresher = _refresher(server.url, parse_worker=worker)
@@ -352,7 +353,7 @@ _PROBE = textwrap.dedent(
     import json, sys
     from originshield import Selector
     from originshield.radix import RadixTree
-    from originshield.refresher import Refresher
+    from originshield import Refresher
 
     # A process starting on the cache with its source unreachable (a respawned worker).
     refresher = Refresher(sys.argv[1], cache_dir=sys.argv[2], selectors=[Selector.preset("cloudfront-origin-facing")])
@@ -431,7 +432,7 @@ def test_held_records_survive_a_worker_killed_and_respawned(server: LoopbackServ
         [
             sys.executable,
             "-c",
-            "import time; from originshield.refresher import Refresher; "
+            "import time; from originshield import Refresher; "
             f"Refresher({UNREACHABLE!r}, cache_dir={str(tmp_path)!r}); print('up', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from originshield.refresher import FileSignature, FileWatcher, Reloadable, WatchedFile
+from originshield.files import FileSignature, FileWatcher, Reloadable, WatchedFile
 
 
 def _replace_atomically(path: Path, text: str) -> None:

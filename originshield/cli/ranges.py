@@ -125,7 +125,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     )
     text = render(args.format, data, name=args.name, ip_version=args.ip_version)
     if args.output:
-        from originshield.cachefile import write_atomic  # noqa: PLC0415 - temporary file + rename
+        from originshield.refresh.cachefile import write_atomic  # noqa: PLC0415 - temporary file + rename
 
         write_atomic(args.output, text.encode("utf-8"))
     else:

@@ -64,7 +64,7 @@ def run_status(*, url: str, cache_dir: str | None, max_age: float, as_json: bool
 
     Exit 0 when the data is fresh, 1 when it is stale.
     """
-    from originshield.refresher import Refresher  # noqa: PLC0415 - not needed by the other commands
+    from originshield.refresh import Refresher  # noqa: PLC0415 - not needed by the other commands
 
     status = Refresher(url, cache_dir=cache_dir, max_age=max_age).status()
     _print_refresher_status(status, as_json)
@@ -87,7 +87,7 @@ def run_fetch(
     source answered with valid data (applied, not modified or unchanged), 1 when it failed, the
     document was refused, or the cache directory could not be written.
     """
-    from originshield.refresher import Refresher  # noqa: PLC0415 - not needed by the other commands
+    from originshield.refresh import Refresher  # noqa: PLC0415 - not needed by the other commands
     from originshield.selector import PRESETS, Selector  # noqa: PLC0415
 
     # Without a configuration the policies' selections are unknown: guard every preset, so that

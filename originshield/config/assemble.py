@@ -2,7 +2,7 @@
 
 :func:`build` is what ``originshield serve``, :meth:`Config.build` and the offline commands call:
 the secret from its environment variable or file, the :class:`~originshield.geoip.CountryDatabase`,
-a :class:`~originshield.refresher.Refresher` (or a fixed snapshot for ``source = "embedded"``),
+a :class:`~originshield.Refresher` (or a fixed snapshot for ``source = "embedded"``),
 the SNS endpoint, and the :class:`~originshield.middleware.OriginShield` holding them. Every part
 that fails names the file and the key.
 """
@@ -27,7 +27,7 @@ from originshield.snapshot import SnapshotHolder
 from .schema import EMBEDDED, Config
 
 if TYPE_CHECKING:
-    from originshield.refresher import Refresher
+    from originshield.refresh import Refresher
 
 __all__ = ["build", "make_holder", "offline_ranges", "open_geoip", "refresher"]
 
@@ -61,7 +61,7 @@ def offline_ranges(config: Config) -> AwsIpRanges:
 
 
 def make_holder(config: Config, watchers: Sequence[Any] = ()) -> SnapshotHolder:
-    """The snapshot holder for a server: a :class:`~originshield.refresher.Refresher` (its thread
+    """The snapshot holder for a server: a :class:`~originshield.Refresher` (its thread
     is started by the middleware on lifespan startup when ``refresh`` is on), or a fixed
     holder for ``source = "embedded"``."""
     if config.ranges.source == EMBEDDED:
@@ -69,7 +69,7 @@ def make_holder(config: Config, watchers: Sequence[Any] = ()) -> SnapshotHolder:
             return SnapshotHolder(_embedded(), "embedded")
         # A fixed snapshot, but a watched file (the GeoIP database) still needs the thread that
         # checks it: a watch-only refresher that never fetches.
-        from originshield.refresher import Refresher  # noqa: PLC0415
+        from originshield.refresh import Refresher  # noqa: PLC0415
 
         return Refresher(initial=_embedded(), selectors=config.selectors(), watchers=watchers, refresh=False)
     path = config.ranges.local_file
@@ -78,10 +78,10 @@ def make_holder(config: Config, watchers: Sequence[Any] = ()) -> SnapshotHolder:
 
 
 def refresher(config: Config, *, initial: AwsIpRanges | None = None, watchers: Iterable[Any] = ()) -> Refresher:
-    """A :class:`~originshield.refresher.Refresher` with the ``[ranges]`` settings and the
+    """A :class:`~originshield.Refresher` with the ``[ranges]`` settings and the
     policies' selections (never started here, never touching the network in the constructor);
     ``originshield status/fetch --config`` use it as is."""
-    from originshield.refresher import Refresher  # noqa: PLC0415 - only servers and offline loads need it
+    from originshield.refresh import Refresher  # noqa: PLC0415 - only servers and offline loads need it
 
     if config.ranges.source == EMBEDDED:
         raise ConfigError(f"{config.path}: ranges.source: 'embedded' is a fixed snapshot: there is nothing to refresh")

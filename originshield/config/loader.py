@@ -4,7 +4,7 @@ An operator adopts the product without writing Python: ``originshield serve app:
 originshield.toml``. :func:`load_config` reads and validates a file into a
 :class:`~originshield.config.schema.Config`; :func:`~originshield.config.assemble.build` (also
 :meth:`Config.build`) turns it into an :class:`~originshield.middleware.OriginShield` (with a
-:class:`~originshield.refresher.Refresher` tied to the ASGI lifespan and a
+:class:`~originshield.Refresher` tied to the ASGI lifespan and a
 :class:`~originshield.geoip.CountryDatabase` when configured).
 
 Every mistake is a :class:`~originshield.errors.ConfigError` that names the file, the key and the

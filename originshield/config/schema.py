@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from originshield._types import ASGIApp
     from originshield.metrics import Counters
     from originshield.middleware import OriginShield
-    from originshield.refresher import Refresher
+    from originshield.refresh import Refresher
     from originshield.snapshot import SnapshotHolder
 
 __all__ = [
@@ -45,7 +45,7 @@ EMBEDDED: Final = "embedded"
 
 def local_file(source: str) -> str | None:
     """The file a ranges source names (a path or a ``file://`` URL), or None for any other URL."""
-    from originshield.fetch import local_path  # noqa: PLC0415 - the refresher's rule for what names a file
+    from originshield.refresh.fetch import local_path  # noqa: PLC0415 - the refresher's rule for what names a file
 
     return local_path(source)
 

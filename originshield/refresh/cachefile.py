@@ -33,6 +33,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from originshield.errors import LockTimeout
+
 from .fetch import md5_hex
 
 __all__ = ["Attempts", "CacheFiles", "CacheMeta", "CachedState", "HeldEntry", "LockTimeout", "write_atomic"]
@@ -41,10 +43,6 @@ DOCUMENT_NAME = "ip-ranges.json"
 _META_VERSION = 2
 #: Bound on the metadata file: it holds at most a few thousand held/recent records.
 _MAX_META_BYTES = 16 * 1024 * 1024
-
-
-class LockTimeout(Exception):
-    """Another process held the lock for longer than the wait allowed."""
 
 
 @dataclass(frozen=True, slots=True)

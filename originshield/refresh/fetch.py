@@ -39,19 +39,11 @@ import zlib
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
-from .errors import OriginShieldError
+from originshield.errors import FetchError
 
 __all__ = ["FetchError", "FetchResult", "fetch", "md5_hex"]
 
 _CHUNK = 64 * 1024
-
-
-class FetchError(OriginShieldError):
-    """The source could not be read; ``reason`` is a short machine-readable code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +54,6 @@ class FetchResult:
     body: bytes
     etag: str | None
     last_modified: str | None
-    #: Bytes received on the wire (compressed size for a gzip transfer).
-    wire_bytes: int
     gzip: bool
 
 
@@ -126,7 +116,7 @@ def fetch(
     if len(body) > max_bytes:
         raise FetchError("too-large", f"{path} is larger than {max_bytes} bytes")
     gz = body[:2] == b"\x1f\x8b"
-    return FetchResult("ok", _gunzip(body, max_bytes) if gz else body, None, None, len(body), gz)
+    return FetchResult("ok", _gunzip(body, max_bytes) if gz else body, None, None, gz)
 
 
 def local_path(url: str) -> str | None:
@@ -320,7 +310,7 @@ def _fetch_watched(  # noqa: PLR0917 - one call site
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 304:
-            return FetchResult("not-modified", b"", etag, last_modified, 0, False)
+            return FetchResult("not-modified", b"", etag, last_modified, False)
         raise FetchError("http-error", f"HTTP {exc.code} {exc.reason} from {url}") from None
     except TimeoutError:
         raise FetchError("timeout", too_late if watchdog.expired else f"{url}: no answer for {timeout}s") from None
@@ -367,10 +357,10 @@ def _fetch_watched(  # noqa: PLR0917 - one call site
         new_etag = response.headers.get("ETag")
         new_last_modified = response.headers.get("Last-Modified")
     if encoding in ("gzip", "x-gzip"):
-        return FetchResult("ok", _gunzip(body, max_bytes), new_etag, new_last_modified, size, True)
+        return FetchResult("ok", _gunzip(body, max_bytes), new_etag, new_last_modified, True)
     if encoding != "identity":
         raise FetchError("http-error", f"{url}: unsupported Content-Encoding {encoding!r}")
-    return FetchResult("ok", body, new_etag, new_last_modified, size, False)
+    return FetchResult("ok", body, new_etag, new_last_modified, False)
 
 
 def _gunzip(data: bytes, max_bytes: int) -> bytes:
