@@ -4,46 +4,61 @@ Requests per second on a shared 2-core VM move by 7-8% between two identical ser
 control of the e2e section), more than the 3% the issue allows. An instruction count does not move:
 callgrind counts what the server's CPU executes, whatever else the machine does. So the same
 servers as the e2e section (``benchmarks.serve``: uvicorn + httptools, one process per variant) run
-under ``valgrind --tool=callgrind`` and wrk sends the same requests (``benchmarks.traffic``: the
-realistic CloudFront mix, the old fixed chains, the three refusal floods; refusals logged at INFO
-to a file):
+under ``valgrind --tool=callgrind`` and a closed-loop client sends the same requests
+(``benchmarks.traffic``: the realistic CloudFront mix, the old fixed chains, the three refusal
+floods; refusals logged at INFO to a file):
 
 1. start the server under callgrind and wait for its port (about 20 s: valgrind is ~50x slower);
-2. warm up with wrk (imports, allocator growth, any cache the variant keeps);
-3. ``callgrind_control -z`` (zero the counts), wrk for a fixed time (its request count is the
-   denominator), ``callgrind_control -d`` (dump), then the dump's ``summary:`` line is the count.
+2. warm up with ``WARM`` requests (imports, allocator growth, any cache the variant keeps);
+3. ``callgrind_control -z`` (zero the counts), exactly ``COUNTED`` requests, ``callgrind_control
+   -d`` (dump), then the dump's ``summary:`` line divided by ``COUNTED`` is the count.
+
+The client keeps the server busy whatever the machine does: ``CONNECTIONS`` keep-alive connections,
+each with ``DEPTH`` requests pipelined (HTTP/1.1, RFC 9112 section 9.3.2; uvicorn answers them in
+order), so the server never waits for the client and every pass of its event loop finds work. An
+earlier version ran wrk for a fixed time: on a loaded machine the server then served a few hundred
+requests, its event loop idled between them, and that fixed cost inflated every per-request count
+(by up to 2x). Every answer is checked against the status its traffic kind must get.
 
 Every count covers everything the server process executes for those requests: the event loop,
-httptools, uvicorn, the middleware and the app. Two runs of the very same server still differ by
-up to 1% per request (how many requests one pass of the event loop serves varies from run to
-run), so the bare and originshield servers in front of the raw app run ``ROUNDS`` times each,
+httptools, uvicorn, the middleware and the app. Two runs of the very same server still differ a
+little per request (how many requests one pass of the event loop serves varies from run to run),
+so the bare and originshield servers in front of the raw app run ``ROUNDS`` times each,
 alternated, and the goals compare medians (in front of Starlette: ``STARLETTE_ROUNDS``). The
 ratio ``bare / variant`` is the throughput a CPU-bound server would reach (it ignores cache misses
 and frequency changes, which a wall clock sees; the e2e section reports
 those). The figure needs valgrind (Debian package ``valgrind``); the section says so when it is
-missing, and ``--quick`` skips it (it takes about seven minutes; ``--issue12``: about five).
+missing, and ``--quick`` skips it (it takes about ten minutes on an idle machine).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import e2e, loadgen
+from . import e2e
 from ._common import REPO, Goal, Section, Table, callgrind_summary, fmt_ratio
+from .loadgen import Request
 from .report import SECTION_TITLES
 from .traffic import KINDS
 
 __all__ = ["run"]
 
-#: wrk seconds for the warm-up and the counted run (under valgrind: ~300 requests per second).
-WARMUP_S, COUNTED_S = 2, 6
+#: Requests sent before counting, and counted, per load (under valgrind: ~300 requests per second).
+WARM, COUNTED = 400, 1600
+#: Keep-alive connections, and requests pipelined on each (always in flight: the server never idles).
+CONNECTIONS, DEPTH = 8, 8
+#: Seconds one batch of requests may take before the load is abandoned (a loaded machine, valgrind).
+TIMEOUT_S = 900
 #: Servers for the bare app and originshield in front of the raw app (alternated); the others run once.
 ROUNDS = 3
 #: The same in front of the Starlette app (skipped with ``--issue12``).
@@ -59,6 +74,8 @@ class Count:
     load: str
     requests: int = 0
     instructions: int = 0
+    seconds: float = 0.0
+    load_average: float = 0.0
     error: str | None = None
 
     @property
@@ -66,7 +83,54 @@ class Count:
         return self.instructions / self.requests if self.requests else float("nan")
 
 
-def _measure(app: str, variant: str, loads: dict[str, Path], workdir: Path) -> list[Count]:
+def _wire(requests: Sequence[Request]) -> list[bytes]:
+    out = []
+    for r in requests:
+        lines = [f"GET {r.path} HTTP/1.1"] + [f"{k}: {v}" for k, v in r.headers]
+        if not any(k.lower() == "host" for k, _ in r.headers):
+            lines.insert(1, "Host: origin.example.com")
+        out.append(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    return out
+
+
+async def _connection(port: int, raw: list[bytes], start: int, count: int, statuses: list[int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        sent = 0
+        while sent < count:
+            batch = min(DEPTH, count - sent)
+            writer.write(b"".join(raw[(start + sent + j) % len(raw)] for j in range(batch)))
+            sent += batch
+            for _ in range(batch):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                if length:
+                    await reader.readexactly(length)
+                statuses.append(int(head[9:12]))
+    finally:
+        writer.close()
+
+
+def _send(port: int, raw: list[bytes], total: int, offset: int) -> list[int]:
+    """Exactly ``total`` requests over CONNECTIONS pipelined connections; the statuses received."""
+    statuses: list[int] = []
+    share = [total // CONNECTIONS + (k < total % CONNECTIONS) for k in range(CONNECTIONS)]
+    starts = [offset + sum(share[:k]) for k in range(CONNECTIONS)]
+
+    async def main() -> None:
+        await asyncio.wait_for(
+            asyncio.gather(*(_connection(port, raw, s, n, statuses) for s, n in zip(starts, share, strict=True))),
+            TIMEOUT_S,
+        )
+
+    asyncio.run(main())
+    return statuses
+
+
+def _measure(app: str, variant: str, loads: dict[str, list[Request]], workdir: Path) -> list[Count]:
     """One server under callgrind; one count per load (same server, zeroed in between)."""
     port = e2e.free_port()
     logged: dict[str, object] = {}
@@ -87,19 +151,27 @@ def _measure(app: str, variant: str, loads: dict[str, Path], workdir: Path) -> l
                     c.error = f"server did not start under valgrind (exit {proc.poll()})"
                 return counts
             time.sleep(0.5)
-        url = f"http://127.0.0.1:{port}/"
-        for count, script in zip(counts, loads.values(), strict=True):
-            loadgen.run_wrk(url, script, seconds=WARMUP_S, connections=16, cpu=None)
-            for f in workdir.glob(f"{out.name}.*"):
-                f.unlink()
-            subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=False, timeout=60)
-            result = loadgen.run_wrk(url, script, seconds=COUNTED_S, connections=16, cpu=None)
-            subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=False, timeout=60)
-            dumps = sorted(workdir.glob(f"{out.name}.*"))
-            if not dumps or not result.requests:
-                count.error = "no dump" if not dumps else "no request completed"
+        for count, (kind, requests) in zip(counts, loads.items(), strict=True):
+            raw, want = _wire(requests), KINDS[kind].status
+            try:
+                warm = _send(port, raw, WARM, 0)
+                for f in workdir.glob(f"{out.name}.*"):
+                    f.unlink()
+                subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=False, timeout=60)
+                t0 = time.monotonic()
+                statuses = _send(port, raw, COUNTED, WARM)  # measured requests differ from the warm-up's
+                count.seconds = time.monotonic() - t0
+                subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=False, timeout=60)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                count.error = f"client: {type(exc).__name__}: {exc}"[:200]
                 continue
-            count.requests = result.requests
+            count.load_average = os.getloadavg()[0]
+            wrong = sum(1 for s in warm + statuses if s != want)
+            dumps = sorted(workdir.glob(f"{out.name}.*"))
+            if wrong or len(statuses) != COUNTED or not dumps:
+                count.error = f"{wrong} answers were not {want}" if wrong else "no dump" if dumps == [] else "short"
+                continue
+            count.requests = COUNTED
             count.instructions = callgrind_summary(dumps[-1])
     finally:
         proc.terminate()
@@ -117,18 +189,14 @@ def run(quick: bool = False) -> Section:
     if quick:
         section.notes.append("Not run with --quick (a valgrind run takes minutes).")
         return section
-    if not (shutil.which("valgrind") and shutil.which("callgrind_control") and loadgen.wrk_path()):
-        section.notes.append("Not run: needs valgrind (`apt-get install valgrind`) and wrk.")
+    if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        section.notes.append("Not run: needs valgrind (`apt-get install valgrind`).")
         return section
     started = time.perf_counter()
     apps = ("raw",) if e2e.focus_12() else ("raw", "starlette")
     with tempfile.TemporaryDirectory(prefix="originshield-callgrind-") as tmp:
         workdir = Path(tmp)
-        scripts: dict[str, Path] = {}
-        for kind, requests in e2e.realistic_loads(e2e.DISTINCT).items():
-            if kind in LOADS:
-                scripts[kind] = workdir / f"{kind}.lua"
-                scripts[kind].write_text(loadgen.lua_script(requests))
+        scripts = {kind: r for kind, r in e2e.realistic_loads(WARM + COUNTED).items() if kind in LOADS}
         mix = {"mix": scripts["mix"]}
         counts: list[Count] = []
         for app in apps:
@@ -218,13 +286,15 @@ def run(quick: bool = False) -> Section:
                 None,
             )
         )
-    starved = sorted({c.requests for c in counts if not c.error and c.requests < 1000})
-    if starved:
+    done = [c for c in counts if not c.error]
+    if done:
+        loads_avg = [c.load_average for c in done]
+        seconds = [c.seconds for c in done]
         section.notes.append(
-            f"FLAGGED: some loads counted only {starved[0]:,} to {starved[-1]:,} requests (a busy machine starves the "
-            "server under valgrind): each event-loop pass then serves fewer requests, and its fixed cost inflates "
-            "the per-request counts (the bare raw app reads ~100,000 on an idle machine). Rerun when the load "
-            "average is low."
+            f"Each load: {WARM:,} warm-up requests, then exactly {COUNTED:,} counted ones ({CONNECTIONS} connections x "
+            f"{DEPTH} pipelined); every answer checked. Counted phases took {min(seconds):,.0f} to "
+            f"{max(seconds):,.0f} s; 1-minute load average {min(loads_avg):.1f} to {max(loads_avg):.1f} on "
+            f"{os.cpu_count()} CPUs (the counts do not depend on it: the server is never idle)."
         )
     section.notes.append(
         "`passthrough` is a do-nothing pure-ASGI middleware (`async def __call__: await self.app(...)`): the "

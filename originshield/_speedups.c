@@ -37,18 +37,24 @@ parse_v4(const char *s, Py_ssize_t n, unsigned char *buf)
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
     int k = 0;
     for (;;) {
-        unsigned int v;
-        if (p == end || (unsigned int)(*p - '0') > 9) {
+        unsigned int v, d;
+        if (p == end || (v = (unsigned int)(*p - '0')) > 9) {
             return -1;
         }
-        v = (unsigned int)(*p++ - '0');
-        while (p != end && (unsigned int)(*p - '0') <= 9) {
+        p++;
+        /* At most three digits, unrolled: no per-digit overflow test. */
+        if (p != end && (d = (unsigned int)(*p - '0')) <= 9) {
             if (v == 0) {
                 return -1; /* a leading zero */
             }
-            v = v * 10 + (unsigned int)(*p++ - '0');
-            if (v > 255) {
-                return -1;
+            v = v * 10 + d;
+            p++;
+            if (p != end && (d = (unsigned int)(*p - '0')) <= 9) {
+                v = v * 10 + d;
+                p++;
+                if (v > 255 || (p != end && (unsigned int)(*p - '0') <= 9)) {
+                    return -1;
+                }
             }
         }
         buf[k++] = (unsigned char)v;
@@ -97,7 +103,11 @@ static int
 parse_str(PyObject *ip, unsigned char *buf)
 {
     Py_ssize_t len;
-    const char *s = PyUnicode_AsUTF8AndSize(ip, &len);
+    const char *s;
+    if (PyUnicode_IS_COMPACT_ASCII(ip)) { /* the common case: its UTF-8 is its own data, no call */
+        return parse_text((const char *)PyUnicode_DATA(ip), PyUnicode_GET_LENGTH(ip), buf);
+    }
+    s = PyUnicode_AsUTF8AndSize(ip, &len);
     if (s == NULL) {
         PyErr_Clear();
         return -1;
@@ -582,6 +592,7 @@ typedef struct {
     RouteEntry *routes;
     RouteInfo dflt;
     PyObject *secret;  /* lower-case secret header name (bytes) or NULL */
+    uint64_t secret_tail; /* name_tail() of the secret name (0 when it is shorter than 8 bytes) */
     PyObject *values;  /* tuple of accepted secret values (bytes) or NULL */
     PyObject *trusted; /* Lookup of the trusted proxies */
     int has_trusted;
@@ -628,6 +639,12 @@ equal_ct(const unsigned char *guess, Py_ssize_t glen, const unsigned char *accep
         memcpy(&b, accepted + i, 8);
         result |= a ^ b;
     }
+    if (i < alen && alen >= 8) { /* the last bytes: one word that overlaps the previous one */
+        memcpy(&a, left + alen - 8, 8);
+        memcpy(&b, accepted + alen - 8, 8);
+        result |= a ^ b;
+        i = alen;
+    }
     for (; i < alen; i++) {
         result |= (uint64_t)(left[i] ^ accepted[i]);
     }
@@ -654,6 +671,24 @@ name_is(const unsigned char *a, const char *known, Py_ssize_t n)
     }
     return 1;
 }
+
+/* The last 8 bytes of a header name of n >= 8 bytes, with bit 0x20 set in every byte (0 when n < 8).
+ * Two names that are equal after bytes.lower() (A-Z to a-z: it sets that bit on letters only) have
+ * equal tails, so unequal tails rule a name out with one compare; the exact name_is() check follows.
+ * A request carries ~20 headers and four known names have 15 bytes, two 25 (issue 12 budget). */
+#define TAIL_FOLD UINT64_C(0x2020202020202020)
+static uint64_t
+name_tail(const char *s, Py_ssize_t n)
+{
+    uint64_t w;
+    if (n < 8) {
+        return 0;
+    }
+    memcpy(&w, s + n - 8, 8);
+    return w | TAIL_FOLD;
+}
+
+static uint64_t xff_tail, cva_tail, cvc_tail; /* name_tail() of the three names (module init) */
 
 /* 0 when a str's PEP 393 data can be read (-1 with an exception set). Before 3.12 a "legacy" str
  * made by deprecated C APIs may not be ready yet. */
@@ -839,6 +874,11 @@ decide(Decider *d, PyObject *method, PyObject *path, PyObject *client, PyObject 
     Py_ssize_t plen = 0, n, slen = d->secret ? PyBytes_GET_SIZE(d->secret) : -1;
     PyObject *secret_value = NULL, *cva = NULL, *cvc = NULL, *host;
     Py_ssize_t cva_count = 0, cvc_count = 0;
+    PyObject **items;
+    /* The lengths of the names the pass looks for, as bits (a secret name of 64 bytes or more is
+     * compared by length instead). */
+    uint64_t lengths = (UINT64_C(1) << (sizeof(XFF_NAME) - 1)) | (UINT64_C(1) << (sizeof(CVA_NAME) - 1)) |
+                       (slen >= 0 && slen < 64 ? UINT64_C(1) << slen : 0);
     Xff xff;
     int verified = 0, r, from_header = 0, nchecked, nviewer;
     unsigned char peer[16], checked[16], viewer[16];
@@ -880,27 +920,33 @@ decide(Decider *d, PyObject *method, PyObject *path, PyObject *client, PyObject 
 
     /* One pass over the headers; no Python code runs in it (exact types only). */
     n = PySequence_Fast_GET_SIZE(headers);
+    items = PySequence_Fast_ITEMS(headers);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(headers, i), *name = NULL, *value = NULL;
+        PyObject *item = items[i], *name = NULL, *value = NULL;
         const unsigned char *nm;
         Py_ssize_t nlen;
+        uint64_t tail;
         if (!HEADER_ITEM(item, name, value) || !PyBytes_CheckExact(name) || !PyBytes_CheckExact(value)) {
             DONE(R_MALFORMED_SCOPE);
         }
-        nm = (const unsigned char *)PyBytes_AS_STRING(name);
         nlen = PyBytes_GET_SIZE(name);
-        if (nlen == sizeof(XFF_NAME) - 1 && name_is(nm, XFF_NAME, nlen)) {
+        if (nlen < 64 ? !((lengths >> nlen) & 1) : nlen != slen) {
+            continue; /* most headers: no known name has this length */
+        }
+        nm = (const unsigned char *)PyBytes_AS_STRING(name);
+        tail = name_tail((const char *)nm, nlen);
+        if (nlen == sizeof(XFF_NAME) - 1 && tail == xff_tail && name_is(nm, XFF_NAME, nlen)) {
             xff.lines[xff.count % XFF_KEEP] = value;
             xff.count++;
-        } else if (nlen == slen && name_is(nm, PyBytes_AS_STRING(d->secret), nlen)) {
+        } else if (nlen == slen && tail == d->secret_tail && name_is(nm, PyBytes_AS_STRING(d->secret), nlen)) {
             v->secret_count++;
             v->secret_at = i;
             v->secret_item = item;
             secret_value = value;
         } else if (nlen == sizeof(CVA_NAME) - 1) {
-            if (name_is(nm, CVA_NAME, nlen)) {
+            if (tail == cva_tail && name_is(nm, CVA_NAME, nlen)) {
                 cva = cva_count++ ? cva : value;
-            } else if (name_is(nm, CVC_NAME, nlen)) {
+            } else if (tail == cvc_tail && name_is(nm, CVC_NAME, nlen)) {
                 cvc = cvc_count++ ? cvc : value;
             }
         }
@@ -1070,10 +1116,11 @@ strip_secret(Decider *d, PyObject *scope, PyObject *headers, Verdict *v)
         if (out == NULL) {
             return -1;
         }
-        for (Py_ssize_t i = 0; i < n; i++) {
-            if (i != v->secret_at) {
-                PyList_SET_ITEM(out, j++, Py_NewRef(items[i]));
-            }
+        for (Py_ssize_t i = 0; i < v->secret_at; i++) {
+            PyList_SET_ITEM(out, i, Py_NewRef(items[i]));
+        }
+        for (Py_ssize_t i = v->secret_at + 1; i < n; i++) {
+            PyList_SET_ITEM(out, i - 1, Py_NewRef(items[i]));
         }
     } else {
         out = PyList_New(n);
@@ -1374,6 +1421,7 @@ decider_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             }
         }
         d->secret = PyTuple_GET_ITEM(secret, 0);
+        d->secret_tail = name_tail(PyBytes_AS_STRING(d->secret), PyBytes_GET_SIZE(d->secret));
         d->values = values;
     }
     if (bind != Py_None) {
@@ -1642,6 +1690,9 @@ intern_all(void)
     scope_names[2] = s_path;
     scope_names[3] = s_headers;
     scope_names[4] = s_client;
+    xff_tail = name_tail(XFF_NAME, sizeof(XFF_NAME) - 1);
+    cva_tail = name_tail(CVA_NAME, sizeof(CVA_NAME) - 1);
+    cvc_tail = name_tail(CVC_NAME, sizeof(CVC_NAME) - 1);
     return 0;
 }
 

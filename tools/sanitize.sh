@@ -92,8 +92,10 @@ run_fuzz() {
         local scratch
         scratch=$(mktemp -d)
         echo "sanitize: fuzz $target for $((seconds / 2)) s"
+        # -timeout is per input, and the decision target compiles its engines on the first one: under
+        # ASan on a loaded shared machine that alone took over 20 s (a false "timeout" finding).
         (cd "$dir" && LD_PRELOAD="$atheris_dir/asan_with_fuzzer.so" ORIGINSHIELD_REQUIRE_SPEEDUPS=1 \
-            "$PYTHON" -m fuzz "$target" -max_total_time=$((seconds / 2)) -timeout=20 -rss_limit_mb=4096 \
+            "$PYTHON" -m fuzz "$target" -max_total_time=$((seconds / 2)) -timeout=120 -rss_limit_mb=4096 \
             -print_final_stats=1 -artifact_prefix="$root/build/fuzz-$target-" "$scratch" "fuzz/corpus/$target" \
             >"$root/build/fuzz-$target.log" 2>&1) || status=$?
         grep -E "DONE|stat::number_of_executed_units|FINDING|ERROR|SUMMARY|Mismatch" \
