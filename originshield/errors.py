@@ -6,7 +6,15 @@ against bad values keep working, and none of them can be mistaken for "no match"
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "FetchError", "InvalidAddress", "LockTimeout", "OriginShieldError", "RangesError"]
+__all__ = [
+    "ConfigError",
+    "FetchError",
+    "GeoIPDatabaseError",
+    "InvalidAddress",
+    "LockTimeout",
+    "OriginShieldError",
+    "RangesError",
+]
 
 
 class OriginShieldError(Exception):
@@ -23,6 +31,10 @@ class InvalidAddress(OriginShieldError, ValueError):
 
 class ConfigError(OriginShieldError, ValueError):
     """Bad configuration, raised at startup; the message names the key and the reason."""
+
+
+class GeoIPDatabaseError(ConfigError):
+    """A GeoIP database file cannot be used; the message names the file and the reason."""
 
 
 class FetchError(OriginShieldError):

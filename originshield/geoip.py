@@ -62,7 +62,7 @@ from typing import Any, Final, NoReturn
 
 import maxminddb
 
-from .errors import ConfigError
+from .errors import ConfigError, GeoIPDatabaseError
 from .files import FileSignature, FileWatcher
 
 __all__ = ["DEFAULT_VERIFY_NETWORKS", "CountryDatabase", "GeoIPDatabaseError", "GeoIPStatus"]
@@ -88,10 +88,6 @@ _ISO_CODE: Final = re.compile(r"[A-Z]{2}")
 #: direct calls, distinct viewers; issue 12), because every probe and insert runs Python code.
 _MAX_BLOCKS: Final = 65_536
 _MISSING: Final = object()
-
-
-class GeoIPDatabaseError(ConfigError):
-    """A GeoIP database file cannot be used; the message names the file and the reason."""
 
 
 @dataclass(frozen=True, slots=True)

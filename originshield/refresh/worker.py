@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from originshield.aws import AwsIpRanges, Positions, Record, with_positions
-from originshield.errors import RangesError
+from originshield.errors import OriginShieldError, RangesError
 
 from .guard import record_from_line, record_line
 
@@ -57,7 +57,7 @@ __all__ = [
 NICENESS: Final = 19
 
 
-class WorkerUnavailable(Exception):
+class WorkerUnavailable(OriginShieldError):
     """The worker could not be started or did not answer properly (never escapes the refresher)."""
 
 
