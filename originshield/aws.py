@@ -28,8 +28,8 @@ from typing import Any, Final
 from .errors import RangesError
 from .selector import PRESETS, Selection, Selector
 
-# PRESETS, Selection and Selector live in originshield.selector; re-exported here for code written
-# against 0.1 (and for the branches being merged with the #15 split), until nothing imports them here.
+# PRESETS, Selection and Selector live in originshield.selector; re-exported here because 0.1 exported
+# Selector from nowhere else (users wrote ``from originshield.aws import Selector``).
 __all__ = [
     "DEFAULT_URL",
     "MAX_DOCUMENT_BYTES",

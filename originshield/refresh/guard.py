@@ -15,8 +15,9 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from typing import Final
 
-from originshield.aws import AwsIpRanges, Network, Record, Selector, parse_network
+from originshield.aws import AwsIpRanges, Network, Record, parse_network
 from originshield.errors import RangesError
+from originshield.selector import Selector
 
 from .cachefile import CachedState, HeldEntry
 

@@ -27,9 +27,10 @@ from dataclasses import replace
 from typing import Any
 
 from originshield import aws
-from originshield.aws import DEFAULT_URL, AwsIpRanges, Selector
+from originshield.aws import DEFAULT_URL, AwsIpRanges
 from originshield.errors import ConfigError
 from originshield.files import Reloadable
+from originshield.selector import Selector
 from originshield.snapshot import SnapshotHolder
 
 from .status import RefresherStatus, RefreshResult, StaleAction, WatcherStatus

@@ -32,9 +32,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from originshield import aws
-from originshield.aws import AwsIpRanges, Record, Selector
+from originshield.aws import AwsIpRanges, Record
 from originshield.errors import FetchError, LockTimeout, RangesError
 from originshield.files import FileSignature
+from originshield.selector import Selector
 from originshield.snapshot import SnapshotHolder, Source
 
 from .cachefile import Attempts, CachedState, CacheFiles, HeldEntry
