@@ -343,6 +343,45 @@ def test_a_name_that_could_forge_a_record_is_refused(server: LoopbackServer) -> 
     assert "control character" in result.message
 
 
+_ORPHANING_PARENT = """
+import os, subprocess, sys, time
+r, w = os.pipe()
+worker = subprocess.Popen(  # inherits this process's stderr, as a server's worker does
+    [sys.executable, "-c", "from originshield.refresh.worker import worker_main; worker_main()"],
+    stdin=r, stdout=subprocess.DEVNULL,
+)
+os.close(r)
+holder = os.fork()
+if holder == 0:  # keeps the worker's stdin open, as a parse in progress would not notice it closing
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    time.sleep(60)
+    os._exit(0)
+print(worker.pid, holder, flush=True)
+time.sleep(1)
+os._exit(0)  # the server process dies without closing anything
+"""
+
+
+def test_the_parse_worker_does_not_outlive_its_server_process() -> None:
+    """A worker whose server process died exits, and with it the server's stderr closes (a
+    supervisor or a test reading it would otherwise wait for a parse nobody needs any more)."""
+    proc = subprocess.Popen([sys.executable, "-c", _ORPHANING_PARENT], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, _ = proc.communicate(timeout=30)  # EOF on stderr: every holder of it is gone
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail("the orphaned parse worker kept the server's stderr open")
+    finally:
+        pids = [int(p) for p in out.split()] if out else []
+        for pid in pids[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+    assert len(pids) == 2
+
+
 def test_parse_worker_crash_is_survived(server: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> None:
     refresher = _refresher(server.url)
     server.serve(RAW[1])

@@ -271,6 +271,12 @@ def worker_main() -> None:
     the document) and writes :func:`describe`'s answers to stdout (a u64 length, then the answer),
     until stdin closes."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # The worker must not outlive its server process: a parse at nice 19 on a busy machine can take
+    # seconds, and meanwhile the worker would hold the server's stderr open (a supervisor or a test
+    # waiting for it to close would wait) and then die on a broken pipe. Reparenting means the
+    # server process is gone (fork children never share this worker: see ParseWorker._ensure).
+    parent = os.getppid()
+    threading.Thread(target=_exit_with, args=(parent,), name="originshield-worker-watchdog", daemon=True).start()
     # Background work at the lowest CPU priority: where the worker shares a core with a busy
     # server (one core per worker process, or a saturated machine), the requests win and the
     # update merely takes longer; on an idle core it runs at full speed.
@@ -286,5 +292,14 @@ def worker_main() -> None:
             answer = describe(base, data)
         except Exception as exc:  # e.g. MemoryError: report, keep serving
             answer = b"E" + f"parse worker: {exc!r}".encode()
-        stdout.write(struct.pack(">Q", len(answer)) + answer)
-        stdout.flush()
+        try:
+            stdout.write(struct.pack(">Q", len(answer)) + answer)
+            stdout.flush()
+        except BrokenPipeError:  # the server process went away mid-parse
+            os._exit(0)
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(0)
