@@ -286,5 +286,8 @@ def worker_main() -> None:
             answer = describe(base, data)
         except Exception as exc:  # e.g. MemoryError: report, keep serving
             answer = b"E" + f"parse worker: {exc!r}".encode()
-        stdout.write(struct.pack(">Q", len(answer)) + answer)
-        stdout.flush()
+        try:
+            stdout.write(struct.pack(">Q", len(answer)) + answer)
+            stdout.flush()
+        except OSError:  # BrokenPipeError: the refresher's process went away mid-parse (shutdown):
+            os._exit(0)  # no traceback, and no flush of the unwritable answer at exit
