@@ -295,8 +295,8 @@ def worker_main() -> None:
         try:
             stdout.write(struct.pack(">Q", len(answer)) + answer)
             stdout.flush()
-        except BrokenPipeError:  # the server process went away mid-parse
-            os._exit(0)
+        except OSError:  # BrokenPipeError: the server process went away mid-parse (shutdown):
+            os._exit(0)  # no traceback, and no flush of the unwritable answer at exit
 
 
 def _exit_with(parent: int) -> None:
