@@ -675,7 +675,7 @@ name_is(const unsigned char *a, const char *known, Py_ssize_t n)
 /* The last 8 bytes of a header name of n >= 8 bytes, with bit 0x20 set in every byte (0 when n < 8).
  * Two names that are equal after bytes.lower() (A-Z to a-z: it sets that bit on letters only) have
  * equal tails, so unequal tails rule a name out with one compare; the exact name_is() check follows.
- * A request carries ~20 headers and four known names have 15 bytes, two 25 (issue 12 budget). */
+ * CloudFront + ALB requests carry ~17 headers, five of them 15 bytes long like X-Forwarded-For (issue 12). */
 #define TAIL_FOLD UINT64_C(0x2020202020202020)
 static uint64_t
 name_tail(const char *s, Py_ssize_t n)
