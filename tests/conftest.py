@@ -14,6 +14,12 @@ from originshield.aws import AwsIpRanges, load_ranges
 from .environment import RANGES, ROOT, SECRET, mmdb
 from .loopback import LoopbackServer
 
+# The parse worker runs at nice 19 so that a busy server's requests win. Under pytest-xdist every
+# core is busy all the time, and a nice-19 worker starved each update for seconds (the 25-publication
+# replay took 1.8x as long). The tests check what the worker answers, not its priority; servers and
+# worker processes the tests start inherit this.
+os.environ.setdefault("ORIGINSHIELD_PARSE_WORKER_NICE", "0")
+
 
 @pytest.fixture(scope="session")
 def ranges() -> AwsIpRanges:

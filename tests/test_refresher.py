@@ -10,6 +10,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -27,10 +28,21 @@ import pytest
 
 from originshield import Selector
 from originshield.aws import AwsIpRanges, Record
+from originshield.errors import ConfigError
 from originshield.files import WatchedFile
 from originshield.radix import RadixTree
 from originshield.refresh import Refresher
-from originshield.refresh.worker import ParseWorker, WorkerUnavailable, describe, lines_of, parse_here, read_answer
+from originshield.refresh.worker import (
+    NICENESS,
+    NICENESS_ENV,
+    ParseWorker,
+    WorkerUnavailable,
+    describe,
+    lines_of,
+    niceness,
+    parse_here,
+    read_answer,
+)
 from originshield.snapshot import Snapshot
 
 from .loopback import Action, LoopbackHandler, LoopbackServer, free_port
@@ -341,6 +353,15 @@ def test_a_name_that_could_forge_a_record_is_refused(server: LoopbackServer) -> 
     result = refresher.refresh_now()
     assert (result.outcome, result.reason) == ("refused", "invalid-document")
     assert "control character" in result.message
+
+
+def test_the_parse_worker_priority_is_checked_at_startup(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert niceness(None) == NICENESS == 19 and niceness("0") == 0 and niceness("7") == 7
+    for bad in ("", "nice", "20", "-1", "1.5"):
+        monkeypatch.setenv(NICENESS_ENV, bad)
+        with pytest.raises(ConfigError, match=f"{NICENESS_ENV}='{re.escape(bad)}': expected an integer from 0 to 19"):
+            Refresher("http://127.0.0.1:9/ip-ranges.json", initial=_doc(RAW[0]))
+        Refresher("http://127.0.0.1:9/ip-ranges.json", initial=_doc(RAW[0]), parse_worker=False)  # not used
 
 
 _ORPHANING_PARENT = """

@@ -35,6 +35,7 @@ from originshield.snapshot import SnapshotHolder
 
 from .status import RefresherStatus, RefreshResult, StaleAction, WatcherStatus
 from .update import Updater
+from .worker import NICENESS_ENV, niceness
 
 __all__ = ["Refresher"]
 
@@ -127,6 +128,8 @@ class Refresher(SnapshotHolder):
         for sel in selectors:
             if not isinstance(sel, Selector):
                 raise ConfigError(f"selectors: expected originshield.aws.Selector, got {sel!r}")
+        if parse_worker:
+            niceness(os.environ.get(NICENESS_ENV))  # a bad value fails here, not in the worker
 
         self.url = url
         self._interval, self._jitter, self._backoff_initial = interval, jitter, backoff_initial

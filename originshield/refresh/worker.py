@@ -38,23 +38,29 @@ from datetime import UTC, datetime
 from typing import Final
 
 from originshield.aws import AwsIpRanges, Positions, Record, with_positions
-from originshield.errors import OriginShieldError, RangesError
+from originshield.errors import ConfigError, OriginShieldError, RangesError
 
 from .guard import record_from_line, record_line
 
 __all__ = [
+    "NICENESS",
+    "NICENESS_ENV",
     "ParseWorker",
     "Parsed",
     "WorkerUnavailable",
     "describe",
     "lines_of",
+    "niceness",
     "parse_here",
     "read_answer",
     "worker_main",
 ]
 
 #: The worker's nice(2) increment (19: the lowest priority; a refresh is due every 10 minutes).
+#: ``ORIGINSHIELD_PARSE_WORKER_NICE`` (0 to 19) overrides it: a host whose every core is always
+#: busy (a test runner with one process per core) would otherwise starve each update for seconds.
 NICENESS: Final = 19
+NICENESS_ENV: Final = "ORIGINSHIELD_PARSE_WORKER_NICE"
 
 
 class WorkerUnavailable(OriginShieldError):
@@ -281,7 +287,7 @@ def worker_main() -> None:
     # server (one core per worker process, or a saturated machine), the requests win and the
     # update merely takes longer; on an idle core it runs at full speed.
     with contextlib.suppress(AttributeError, OSError):
-        os.nice(NICENESS)
+        os.nice(niceness(os.environ.get(NICENESS_ENV)))
     while True:
         header = stdin.read(16)
         if len(header) < 16:
@@ -297,6 +303,21 @@ def worker_main() -> None:
             stdout.flush()
         except OSError:  # BrokenPipeError: the server process went away mid-parse (shutdown):
             os._exit(0)  # no traceback, and no flush of the unwritable answer at exit
+
+
+def niceness(text: str | None) -> int:
+    """The worker's nice increment: ``text`` (the environment's :data:`NICENESS_ENV`) if set, else
+    :data:`NICENESS`. ConfigError for anything but an integer from 0 to 19 (the refresher checks it
+    when it is built, so a typo fails at startup, not in a worker nobody watches)."""
+    if text is None:
+        return NICENESS
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 19:
+        raise ConfigError(f"{NICENESS_ENV}={text!r}: expected an integer from 0 to 19")
+    return value
 
 
 def _exit_with(parent: int) -> None:
