@@ -1109,10 +1109,19 @@ decider_decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
  * (Python code may have replaced it). No Python code of a header object runs: items are compared
  * by identity or by raw bytes, and PyList_SetSlice drops the removed items only once the list is
  * consistent. 0 done, -1 error. */
+static inline int
+named_secret(PyObject *item, const char *secret, Py_ssize_t slen)
+{
+    PyObject *name = NULL, *value = NULL;
+    (void)value;
+    return HEADER_ITEM(item, name, value) && PyBytes_Check(name) && PyBytes_GET_SIZE(name) == slen &&
+           name_is((const unsigned char *)PyBytes_AS_STRING(name), secret, slen);
+}
+
 static int
 strip_secret(Decider *d, PyObject *scope, PyObject *headers, Verdict *v)
 {
-    Py_ssize_t n, j = 0;
+    Py_ssize_t n, j = 0, at = -1, copies = 0;
     PyObject *out, *item, **items;
     const char *secret = PyBytes_AS_STRING(d->secret);
     Py_ssize_t slen = PyBytes_GET_SIZE(d->secret);
@@ -1138,19 +1147,27 @@ strip_secret(Decider *d, PyObject *scope, PyObject *headers, Verdict *v)
             PyList_SET_ITEM(out, i - 1, Py_NewRef(items[i]));
         }
     } else {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (named_secret(items[i], secret, slen)) {
+                at = copies++ == 0 ? i : at;
+            }
+        }
+        if (in_place && copies <= 1) {
+            /* After Python code ran (the GeoIP resolver, a logged line): usually the one copy again. */
+            if (copies == 1 && PyList_SetSlice(headers, at, at + 1, NULL) < 0) {
+                return -1;
+            }
+            return PyDict_SetItem(scope, s_headers, headers);
+        }
         out = PyList_New(n);
         if (out == NULL) {
             return -1;
         }
         for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *name = NULL, *value = NULL;
-            (void)value;
             item = items[i];
-            if (HEADER_ITEM(item, name, value) && PyBytes_Check(name) && PyBytes_GET_SIZE(name) == slen &&
-                name_is((const unsigned char *)PyBytes_AS_STRING(name), secret, slen)) {
-                continue;
+            if (!named_secret(item, secret, slen)) {
+                PyList_SET_ITEM(out, j++, Py_NewRef(item));
             }
-            PyList_SET_ITEM(out, j++, Py_NewRef(item));
         }
         Py_SET_SIZE(out, j); /* the slots past j were never filled (NULL) */
         if (in_place) {

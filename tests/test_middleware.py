@@ -344,15 +344,17 @@ def test_every_copy_is_stripped_when_report_only_lets_duplicates_through(
     assert shield.counters.snapshot() == {("default", "secret_duplicate", "reported"): 1}
 
 
-def test_a_secret_moved_after_the_decision_is_still_stripped(ranges: AwsIpRanges, impl: str) -> None:
+@pytest.mark.parametrize("second_copy", [False, True])
+def test_a_secret_moved_after_the_decision_is_still_stripped(ranges: AwsIpRanges, impl: str, second_copy: bool) -> None:
     """Python code that runs between the decision and the app (here a GeoIP resolver holding the
-    server's list) moves the secret: it is found again by name, every copy, in place."""
+    server's list) moves the secret, or adds a copy: found again by name, every copy, in place."""
     headers = list(WITH_SECRET)
 
     class Mover:
         def country(self, packed: bytes) -> str | None:
             headers.insert(0, (b"x-moved", b"1"))
-            headers.append((b"X-ORIGIN-VERIFY", b"a-second-copy-added-late"))
+            if second_copy:
+                headers.append((b"X-ORIGIN-VERIFY", b"a-second-copy-added-late"))
             return "GB"
 
     app = Recorder()
