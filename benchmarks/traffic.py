@@ -100,7 +100,7 @@ class Req:
     method: str = "GET"
 
     def scope(self) -> dict[str, Any]:
-        """A fresh ASGI HTTP scope (the middleware may replace ``scope["headers"]``: one per call)."""
+        """A fresh ASGI HTTP scope and header list, one per call (the middleware strips the secret in place)."""
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},

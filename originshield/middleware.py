@@ -400,7 +400,7 @@ class OriginShield(Shield):
                 if summarised >= 0:
                     self._log_line(outcome, summarised, engine.decision(verdict, method, path, client))
             if outcome.passes:  # allowed, or report-only
-                if verdict.strip is not None:
+                if verdict.strip is not None:  # a list loses the secret in place; another sequence is replaced
                     scope["headers"] = engine.strip_secret(headers, verdict.strip)
                 await self._app(scope, receive, send)  # not the property: ~500 instructions a request
             else:

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from originshield import AwsIpRanges, Counters, OriginShield, Policy, Route, SecretHeader
+from originshield.engine import native
 from originshield.errors import ConfigError
 from originshield.snapshot import SnapshotHolder
 
@@ -275,6 +276,92 @@ def test_other_scope_types_are_not_passed_unless_listed(ranges: AwsIpRanges, cap
     assert app.scopes == [{"type": "custom.thing"}]
     with pytest.raises(ConfigError, match="pass_scope_types"):
         OriginShield(app, ranges=ranges, secret=secret(), pass_scope_types=["http"])
+
+
+# -- the secret leaves the headers: in place for a list, a new list otherwise -----------------------------
+
+
+@pytest.fixture(params=["c", "python"])
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test below runs through the C decider's ``__call__`` and through the Python reference
+    (``_handle``, as without the extension): one stripping rule in both."""
+    if request.param == "c":
+        if native.DECIDER is None:
+            pytest.skip("the C extension is not built (pure-Python install)")
+    else:
+        monkeypatch.setattr(native, "DECIDER", None)
+    return str(request.param)
+
+
+def stripping_shield(app: Recorder, ranges: AwsIpRanges, impl: str, **options: Any) -> OriginShield:
+    # No rewrite probe: it would send the first requests to the Python path.
+    shield = OriginShield(app, ranges=ranges, secret=secret(), detect_proxy_rewrite=False, **options)
+    assert (shield._fast is not None) is (impl == "c")
+    return shield
+
+
+WITH_SECRET = [(b"host", b"origin.example"), *GOOD, (b"accept", b"*/*")]
+WITHOUT_SECRET = [(b"host", b"origin.example"), (b"x-forwarded-for", b"203.0.113.7"), (b"accept", b"*/*")]
+
+
+def test_a_list_loses_the_secret_in_place(ranges: AwsIpRanges, impl: str) -> None:
+    app = Recorder()
+    shield = stripping_shield(app, ranges, impl)
+    for _ in range(3):
+        headers = list(WITH_SECRET)
+        scope = http_scope(headers, EDGE)
+        assert status(run_request(shield, scope)) == 200
+        assert headers == WITHOUT_SECRET  # the server's list: the secret gone, the rest in order
+        assert app.scopes[-1]["headers"] is headers and scope["headers"] is headers
+        # The same scope again has no secret any more: refused as any request without it.
+        assert status(run_request(shield, scope)) == 403
+    assert shield.counters.allowed() == 3 and shield.counters.rejected() == {"secret_missing": 3}
+
+
+def test_a_tuple_is_replaced_by_a_new_list(ranges: AwsIpRanges, impl: str) -> None:
+    app = Recorder()
+    shield = stripping_shield(app, ranges, impl)
+    headers = tuple(WITH_SECRET)
+    scope = http_scope(headers, EDGE)
+    assert status(run_request(shield, scope)) == 200
+    assert headers == tuple(WITH_SECRET)  # a tuple cannot change: left as it was
+    assert app.scopes[0]["headers"] == WITHOUT_SECRET and app.scopes[0]["headers"].__class__ is list
+    assert scope["headers"] is app.scopes[0]["headers"]
+
+
+@pytest.mark.parametrize("kind", [list, tuple])
+def test_every_copy_is_stripped_when_report_only_lets_duplicates_through(
+    ranges: AwsIpRanges, impl: str, kind: type
+) -> None:
+    app = Recorder()
+    shield = stripping_shield(app, ranges, impl, report_only=True)
+    twice = [*WITH_SECRET, (b"X-Origin-Verify", b"other-value-0123456789")]
+    headers = kind(twice)
+    assert status(run_request(shield, http_scope(headers, EDGE))) == 200
+    assert app.scopes[0]["headers"] == WITHOUT_SECRET
+    assert (app.scopes[0]["headers"] is headers) is (kind is list)
+    assert headers == (WITHOUT_SECRET if kind is list else tuple(twice))
+    assert shield.counters.snapshot() == {("default", "secret_duplicate", "reported"): 1}
+
+
+@pytest.mark.parametrize("second_copy", [False, True])
+def test_a_secret_moved_after_the_decision_is_still_stripped(ranges: AwsIpRanges, impl: str, second_copy: bool) -> None:
+    """Python code that runs between the decision and the app (here a GeoIP resolver holding the
+    server's list) moves the secret, or adds a copy: found again by name, every copy, in place."""
+    headers = list(WITH_SECRET)
+
+    class Mover:
+        def country(self, packed: bytes) -> str | None:
+            headers.insert(0, (b"x-moved", b"1"))
+            if second_copy:
+                headers.append((b"X-ORIGIN-VERIFY", b"a-second-copy-added-late"))
+            return "GB"
+
+    app = Recorder()
+    shield = stripping_shield(app, ranges, impl, default=Policy.cloudfront(allow_countries=["GB"]), geoip=Mover())
+    assert status(run_request(shield, http_scope(headers, EDGE))) == 200
+    assert headers == [(b"x-moved", b"1"), *WITHOUT_SECRET]
+    assert app.scopes[0]["headers"] is headers
 
 
 # -- report-only, counters, status -------------------------------------------------------------------------
