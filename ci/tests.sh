@@ -4,11 +4,11 @@
 #
 #   3.11         full suite, the C extension required (a failed build fails the run)
 #   pure-python  ORIGINSHIELD_NO_SPEEDUPS=1: the product without its C extension; the suite but the
-#                operator tooling that never decides a request (-m tooling: CLI, exports, config parsing)
-#                and the run-once tests (-m slow, ONCE below), so decision, middleware, refresher, GeoIP...
-#   3.12, 3.13   the suite but the run-once tests (-m slow), the C extension required
+#                run-once tests (ONCE below: -m slow, and the operator tooling, -m tooling: CLI, exports,
+#                config parsing), so decision, middleware, refresher, GeoIP...
+#   3.12, 3.13   the same selection as pure-python, the C extension required
 #   sanitizers   tools/sanitize.sh: gcc ASan+UBSan build, the C-facing tests under it; clang build
-#                with libFuzzer coverage, both differential fuzzers for FUZZ_SECONDS (default 60) in all
+#                with libFuzzer coverage, both differential fuzzers for FUZZ_SECONDS (default 40) in all
 #
 # Every leg must pass (any non-zero exit, pytest's 5 for "no tests collected" included, stops the run).
 # CI_LEGS="3.11 pure-python" runs a subset (a developer's quick check); the default is all of them.
@@ -136,21 +136,21 @@ if wants 3.11; then
 fi
 # Run once, in the 3.11 leg: the tests marked slow (pyproject.toml's markers), the end-to-end runs of
 # real servers and worker processes (every ASGI server, serve with several workers, the logging recipe,
-# host metrics, restart-at-every-step replays, the examples, the benchmark smoke run), which exercise no
-# code that differs by interpreter version or by C/Python; the other legs keep every test of the
-# decision, middleware, refresher and GeoIP. Without this the five legs take about 20 minutes, over
-# CI's 15-minute budget. Selected by marker: a new slow test file marks itself, no edit here.
-ONCE=(-m "not slow")
+# host metrics, restart-at-every-step replays, the examples, the benchmark smoke run), and the operator
+# tooling marked tooling (CLI, exports, configuration files), which never decides a request: none of
+# them runs code that differs by interpreter version or by C/Python. The other legs keep every test of
+# the decision, middleware, refresher and GeoIP. Without this the five legs take about 20 minutes, over
+# CI's 15-minute budget. Selected by marker: a new test file marks itself, no edit here.
+ONCE=(-m "not slow and not tooling")
 if wants pure-python; then
-    # Nor the operator tooling (marked tooling: CLI, exports, configuration files), which never decides a request.
-    leg pure-python suite .venv -u ORIGINSHIELD_REQUIRE_SPEEDUPS ORIGINSHIELD_NO_SPEEDUPS=1 -- -m "not slow and not tooling"
+    leg pure-python suite .venv -u ORIGINSHIELD_REQUIRE_SPEEDUPS ORIGINSHIELD_NO_SPEEDUPS=1 -- "${ONCE[@]}"
 fi
 [ ${#versions[@]} -eq 1 ] || leg install-more installed "${versions[@]:1}"
 for v in "${versions[@]:1}"; do
     leg "$v" suite ".venv-$v" ORIGINSHIELD_REQUIRE_SPEEDUPS=1 -- "${ONCE[@]}"
 done
 if wants sanitizers; then
-    leg sanitizers env PYTHON=.venv/bin/python tools/sanitize.sh all "${FUZZ_SECONDS:-60}"
+    leg sanitizers env PYTHON=.venv/bin/python tools/sanitize.sh all "${FUZZ_SECONDS:-40}"
 fi
 report+=("$(printf '%-12s %4d s' total $((SECONDS - total)))")
 printf 'ci: %s\n' "${report[@]}"

@@ -4,7 +4,7 @@
  * Every rule here has a readable Python reference, and the tests run both on the same inputs:
  *   - parse_text / Lookup: radix.py (_pack_py, _PyLookup);
  *   - parse_forwarded / parse_viewer: client_ip.py (parse_forwarded_entry, parse_viewer_address);
- *   - Decider.decide: engine.py (Engine.decide), over the same compiled tables;
+ *   - Decider.decide: engine/decide.py (Engine.decide), over the same compiled tables;
  *   - Budget: ratelimit.py (_PyBudget).
  * Parsing uses the C library's inet_pton, which accepts only plain dotted-quad IPv4 (no leading
  * zeros, no shorthand like "1.2.3") and plain IPv6 (no zone id, no brackets, no port), exactly like
@@ -520,7 +520,7 @@ static PyTypeObject BudgetType = {
 };
 
 /* ---------------------------------------------------------------------------------------------
- * Decider: Engine.decide (engine.py) in C, over the tables Engine builds (see Engine._native for
+ * Decider: Engine.decide (engine/decide.py) in C, over the tables engine/native.py builds (see it for
  * the structure, versioned by DECIDER_VERSION). decide() is pure: the same (method, path, client,
  * headers) always give the same outcome for one Decider, and nothing is remembered between calls.
  * Bound to a middleware (app, refuse, log), admit() also runs the request: counts its outcome,
@@ -535,7 +535,7 @@ static PyTypeObject BudgetType = {
 #define MAX_TRUSTED_HOPS 8                  /* client_ip.MAX_TRUSTED_HOPS (checked at construction) */
 #define XFF_KEEP (MAX_TRUSTED_HOPS + 2)     /* entries a walk reads at most: hops, checked, viewer */
 
-/* Reason codes, in policy.REASONS order (the tuple REASONS below is compared at import). */
+/* Reason codes, in decision.REASONS order (the tuple REASONS below is compared at import). */
 enum {
     R_ALLOWED,
     R_MALFORMED_SCOPE,
@@ -848,7 +848,7 @@ geoip_country(Decider *d, const unsigned char *viewer, int n)
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
             return -2;
         }
-        PyErr_Clear(); /* engine.py logs it when the decision is logged or explained */
+        PyErr_Clear(); /* the Python reference logs it when the decision is logged or explained */
         return -1;
     }
     if (PyUnicode_CheckExact(answer) && PyUnicode_IS_ASCII(answer)) {
@@ -1550,7 +1550,7 @@ static PyTypeObject DeciderType = {
     .tp_name = "originshield._speedups.Decider",
     .tp_basicsize = sizeof(Decider),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Decider(...): Engine.decide in C over the engine's compiled tables (see engine.py).",
+    .tp_doc = "Decider(...): Engine.decide in C over the engine's compiled tables (see engine/native.py).",
     .tp_methods = decider_methods,
     .tp_new = decider_new,
     .tp_traverse = (traverseproc)decider_traverse,
