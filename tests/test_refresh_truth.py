@@ -30,7 +30,7 @@ from originshield.refresh.fetch import md5_hex
 from originshield.refresh.worker import ParseWorker, parse_here
 
 from .loopback import LoopbackHandler, LoopbackServer
-from .test_refresher import (
+from .test_refresh import (
     ORIGIN_FACING,
     RAW,
     _doc,
