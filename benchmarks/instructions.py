@@ -47,7 +47,7 @@ from pathlib import Path
 
 from . import e2e
 from ._common import REPO, Goal, Section, Table, callgrind_summary, fmt_ratio
-from .loadgen import Request
+from .loadgen import Request, read_response
 from .report import SECTION_TITLES
 from .traffic import KINDS
 
@@ -102,14 +102,7 @@ async def _connection(port: int, raw: list[bytes], start: int, count: int, statu
             writer.write(b"".join(raw[(start + sent + j) % len(raw)] for j in range(batch)))
             sent += batch
             for _ in range(batch):
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                if length:
-                    await reader.readexactly(length)
-                statuses.append(int(head[9:12]))
+                statuses.append(await read_response(reader))
     finally:
         writer.close()
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["PERCENTILES", "LoadResult", "Request", "lua_script", "run_python", "run_wrk", "wrk_path"]
+__all__ = ["PERCENTILES", "LoadResult", "Request", "lua_script", "read_response", "run_python", "run_wrk", "wrk_path"]
 
 #: Percentiles reported for each run (also the points of the latency plots).
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 98, 99, 99.5, 99.9)
@@ -184,6 +184,18 @@ def run_python(
     )
 
 
+async def read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response (head, then a Content-Length body) and return its status code."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return int(head[9:12])
+
+
 async def _client(
     host: str, port: int, raw: list[bytes], *, offset: int, deadline: float, out: dict[str, list[float]]
 ) -> None:
@@ -198,15 +210,9 @@ async def _client(
             t0 = perf()
             writer.write(raw[i % n])
             i += 1
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            if length:
-                await reader.readexactly(length)
+            code = await read_response(reader)
             lat.append((perf() - t0) * 1e6)
-            status.append(int(head[9:12]))
+            status.append(code)
     except (OSError, asyncio.IncompleteReadError):
         out["errors"].append(1.0)
     finally:
